@@ -1,0 +1,9 @@
+"""Edge classifier for acute lymphoblastic leukemia screening on blood smear images.
+
+Needs only numpy, OpenCV, onnxruntime and click; never TensorFlow.
+"""
+
+from .errors import EdgeInferError, ImageError, ModelError
+
+__version__ = "0.1.0"
+__all__ = ["EdgeInferError", "ImageError", "ModelError", "__version__"]

@@ -1,0 +1,1 @@
+"""Training side (needs the `train` extra for TensorFlow): dataset, CNN, calibration, reports."""
