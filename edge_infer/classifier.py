@@ -1,0 +1,210 @@
+"""The public API: `Classifier().predict(image)`.
+
+One instance holds one onnxruntime session; onnxruntime's `run` is thread-safe, so an instance
+can be shared between threads (the web server does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from . import model as _model
+from .errors import EdgeInferError, ImageError
+from .preprocess import as_bgr_array, cell_fraction, dihedral, load_image, prepare
+
+Image = str | Path | bytes | bytearray | memoryview | np.ndarray
+
+#: a result is exactly one of these
+STATUS_OK = "ok"
+STATUS_UNCERTAIN = "uncertain"
+STATUS_OOD = "out_of_distribution"
+
+OOD_MESSAGE = "not recognised: outside what this model was trained on; do not use this result"
+NO_CELL_MESSAGE = "no lymphocyte in view: no violet-stained cell found"
+UNCERTAIN_MESSAGE = "uncertain: review by a specialist"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One classified image. `status` says which of label / uncertain / out of distribution."""
+
+    source: str
+    label: str
+    confidence: float
+    probabilities: MappingProxyType
+    uncertain: bool
+    out_of_distribution: bool
+    ood_score: float | None
+    status: str
+    message: str
+    model: str
+
+    ok = True
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "path": self.source,
+            "label": self.label,
+            "confidence": round(self.confidence, 6),
+            "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
+            "uncertain": self.uncertain,
+            "out_of_distribution": self.out_of_distribution,
+            "ood_score": None if self.ood_score is None else round(self.ood_score, 4),
+            "status": self.status,
+            "message": self.message,
+            "model": self.model,
+        }
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An input that could not be classified, with the reason."""
+
+    source: str
+    error: str
+
+    ok = False
+
+    def to_record(self) -> dict[str, Any]:
+        return {"path": self.source, "error": self.error}
+
+
+Outcome = Prediction | Failure
+
+
+def _source_name(image: Image, index: int) -> str:
+    if isinstance(image, (str, Path)):
+        return str(image)
+    if isinstance(image, np.ndarray):
+        return f"<array {index}>"
+    return f"<bytes {index}>"
+
+
+class Classifier:
+    """Benign / Early / Pre / Pro from a blood smear image, with calibrated confidence and an
+    out-of-distribution guard; everything it needs is read from the ONNX model file."""
+
+    def __init__(
+        self, model: str | Path | None = None, threads: int | None = None, tta: bool = False
+    ) -> None:
+        self.session, self.info = _model.open_session(model, threads)
+        self.tta = tta
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.info.classes
+
+    @property
+    def version(self) -> str:
+        return self.info.version
+
+    def load(self, image: Image, name: str | None = None) -> np.ndarray:
+        """Any accepted input -> 8-bit BGR, or ImageError."""
+        if isinstance(image, np.ndarray):
+            return as_bgr_array(image, name or "<array>")
+        if isinstance(image, (str, Path, bytes, bytearray, memoryview)):
+            return load_image(image, name)
+        raise ImageError(name or "<input>", f"unsupported input type {type(image).__name__}")
+
+    def predict(self, image: Image, tta: bool | None = None, name: str | None = None) -> Prediction:
+        """Classify one image; raises ImageError for input that is not a usable image."""
+        name = name or _source_name(image, 0)
+        return self.predict_arrays([self.load(image, name)], [name], tta)[0]
+
+    def predict_batch(
+        self, images: Iterable[Image], tta: bool | None = None, batch_size: int = 32
+    ) -> list[Outcome]:
+        """Classify many; a bad input becomes a Failure in its place, the rest go on."""
+        return list(self.iter_predict(images, tta=tta, batch_size=batch_size))
+
+    def iter_predict(
+        self, images: Iterable[Image], tta: bool | None = None, batch_size: int = 32,
+        names: Iterable[str] | None = None,
+    ) -> Iterable[Outcome]:
+        """Like predict_batch, but yields outcomes in input order as batches finish, so memory
+        stays bounded however many inputs there are."""
+        name_iter = iter(names) if names is not None else None
+        pending: list[tuple[int, str, np.ndarray | None, str | None]] = []
+        for i, image in enumerate(images):
+            name = next(name_iter) if name_iter is not None else _source_name(image, i)
+            try:
+                pending.append((i, name, self.load(image, name), None))
+            except EdgeInferError as exc:
+                pending.append((i, name, None, getattr(exc, "reason", str(exc))))
+            if sum(p[2] is not None for p in pending) >= batch_size:
+                yield from self._flush(pending, tta)
+                pending = []
+        yield from self._flush(pending, tta)
+
+    def _flush(self, pending, tta) -> list[Outcome]:
+        good = [(name, img) for _, name, img, _ in pending if img is not None]
+        preds = iter(self.predict_arrays([g[1] for g in good], [g[0] for g in good], tta))
+        return [
+            Failure(name, err) if img is None else next(preds) for _, name, img, err in pending
+        ]
+
+    def predict_arrays(
+        self, bgr_images: Sequence[np.ndarray], names: Sequence[str], tta: bool | None = None
+    ) -> list[Prediction]:
+        """The core: decoded BGR images -> predictions (one network call per batch)."""
+        if not bgr_images:
+            return []
+        tta = self.tta if tta is None else tta
+        spec = self.info.spec
+        x = np.stack([prepare(img, spec) for img in bgr_images])
+        cells = [cell_fraction(img, spec) for img in bgr_images]
+        if tta:
+            views = np.concatenate([dihedral(x, k) for k in range(8)])
+            out = _model.run(self.session, self.info, views)
+            n = len(x)
+            probs = out["probabilities"].reshape(8, n, -1).mean(axis=0)
+            scores = out["ood_score"].reshape(8, n).mean(axis=0) if "ood_score" in out else None
+        else:
+            out = _model.run(self.session, self.info, x)
+            probs = out["probabilities"]
+            scores = out["ood_score"].reshape(-1) if "ood_score" in out else None
+        return [
+            self._decide(
+                names[i], probs[i], None if scores is None else float(scores[i]), cells[i]
+            )
+            for i in range(len(x))
+        ]
+
+    def _decide(
+        self, name: str, probs: np.ndarray, score: float | None, cell_fraction: float
+    ) -> Prediction:
+        info = self.info
+        k = int(np.argmax(probs))
+        conf = float(probs[k])
+        uncertain = conf < info.uncertain_below
+        feature_ood = (
+            score is not None and info.ood_threshold is not None and score > info.ood_threshold
+        )
+        no_cell = cell_fraction < info.spec.min_cell_fraction
+        ood = feature_ood or no_cell
+        if ood:
+            status, message = STATUS_OOD, NO_CELL_MESSAGE if no_cell else OOD_MESSAGE
+        elif uncertain:
+            status, message = STATUS_UNCERTAIN, UNCERTAIN_MESSAGE
+        else:
+            status, message = STATUS_OK, ""
+        return Prediction(
+            source=name,
+            label=info.classes[k],
+            confidence=conf,
+            probabilities=MappingProxyType(
+                {c: float(p) for c, p in zip(info.classes, probs, strict=True)}
+            ),
+            uncertain=uncertain,
+            out_of_distribution=ood,
+            ood_score=score,
+            status=status,
+            message=message,
+            model=info.version,
+        )

@@ -1,0 +1,132 @@
+"""`edge-infer`: a thin click layer over the Python API (parse, call, format; nothing else)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import EdgeInferError, ModelError
+from .formats import RecordWriter
+from .inputs import expand_paths
+
+FORMATS = ("table", "jsonl", "csv")
+
+
+def _classifier(model: str | None, threads: int | None, tta: bool = False):
+    from .classifier import Classifier
+
+    try:
+        return Classifier(model, threads=threads, tta=tta)
+    except ModelError as exc:
+        raise click.ClickException(f"model {exc}") from None
+
+
+model_option = click.option(
+    "--model", "-m", type=click.Path(dir_okay=False), default=None,
+    help="ONNX model file (default: the bundled model).",
+)
+threads_option = click.option(
+    "--threads", type=click.IntRange(1, 64), default=None,
+    help="onnxruntime threads (default: cores, at most 4).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edge-infer")
+def main() -> None:
+    """Classify peripheral blood smear images: Benign (hematogone) or B-ALL Early Pre-B / Pre-B /
+    Pro-B. A screening aid for trained staff, not a diagnosis."""
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@model_option
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option("--recursive", "-r", is_flag=True, help="Descend into sub-folders.")
+@click.option("--tta", is_flag=True, help="Average over the 8 flip/rotate views.")
+@click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True)
+@threads_option
+def classify(paths, model, fmt, recursive, tta, batch_size, threads) -> None:
+    """Classify image files and folders. Exit 0 if every input was classified, 1 if some failed."""
+    clf = _classifier(model, threads, tta)
+    files = expand_paths(paths, recursive)
+    if not files:
+        raise click.UsageError("no image files found in the given paths")
+    writer = RecordWriter(sys.stdout, fmt)
+    failed = 0
+    show = len(files) >= 20
+    with click.progressbar(
+        length=len(files), label="classifying", file=sys.stderr, hidden=not show
+    ) as bar:
+        for outcome in clf.iter_predict(files, batch_size=batch_size):
+            failed += not outcome.ok
+            writer.write(outcome.to_record())
+            bar.update(1)
+    writer.close()
+    if failed:
+        click.echo(f"{failed} of {len(files)} inputs could not be classified", err=True)
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
+@model_option
+@click.option("--json", "as_json", is_flag=True, help="All metadata as JSON.")
+def info(model, as_json) -> None:
+    """The model's description: classes, input, preprocessing, thresholds, headline metrics."""
+    clf = _classifier(model, 1)
+    meta = clf.info.metadata
+    if as_json:
+        click.echo(json.dumps({"path": clf.info.path, **meta}, indent=2))
+        return
+    m = meta.get("metrics", {})
+    lines = [
+        f"model       {clf.info.path}",
+        f"version     {clf.info.version}",
+        f"classes     {', '.join(clf.classes)}",
+        f"input       {meta['input']['shape']} {meta['input']['layout']} "
+        f"{meta['input']['channel_order']} {meta['input']['dtype']} in [0, 1]",
+        f"uncertain   confidence < {clf.info.uncertain_below}",
+        f"ood guard   score > {clf.info.ood_threshold}" if clf.info.ood_threshold else "ood guard   none",
+        f"calibration temperature {meta.get('temperature')} (folded into the graph)",
+    ]
+    if m:
+        lines += [
+            f"test split  {m.get('split')} n={m.get('test_n')}: accuracy {m.get('test_accuracy'):.4f}, "
+            f"macro F1 {m.get('test_macro_f1'):.4f}, malignant sensitivity "
+            f"{m.get('malignant_sensitivity'):.4f}, ECE {m.get('test_ece_after'):.4f}",
+            "recall      " + ", ".join(f"{k} {v:.3f}" for k, v in m.get("per_class_recall", {}).items()),
+            f"parameters  {m.get('parameters')}",
+        ]
+    lines.append(f"intended    {meta.get('intended_use', '')}")
+    click.echo("\n".join(lines))
+
+
+@main.command()
+@click.argument("image", type=click.Path())
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
+              help="PNG to write: the image with the segmented cells outlined.")
+@model_option
+def segment(image, output, model) -> None:
+    """Draw the colour-threshold segmentation over IMAGE, to see what the model looks at."""
+    import cv2
+
+    from .preprocess import PreprocessSpec, load_image, overlay
+    from .preprocess import segment as segment_mask
+
+    spec = _classifier(model, 1).info.spec if model else PreprocessSpec()
+    try:
+        bgr = load_image(image)
+    except EdgeInferError as exc:
+        raise click.ClickException(str(exc)) from None
+    mask = segment_mask(bgr, spec)
+    ok, buf = cv2.imencode(".png", overlay(bgr, mask))
+    Path(output).write_bytes(buf.tobytes())
+    click.echo(f"{image}: {mask.mean() * 100:.1f}% of the image segmented as cell -> {output}")
+
+
+if __name__ == "__main__":
+    main()

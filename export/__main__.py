@@ -1,0 +1,118 @@
+"""`python -m export --run RUN --out models/NAME.onnx`: convert, describe, check parity, quantize.
+
+Exits non-zero when the parity gate fails (the parity report is written either way). The int8
+variant is written only when it passes its accuracy gate; the reason is recorded when it does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from train.dataset import MANIFEST, default_data_root
+
+    ap = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    ap.add_argument("--run", type=Path, required=True, help="training run folder")
+    ap.add_argument("--out", type=Path, required=True, help="FP32 ONNX file to write")
+    ap.add_argument("--data", type=Path, default=default_data_root())
+    ap.add_argument("--manifest", type=Path, default=MANIFEST)
+    ap.add_argument("--version", default=None, help="model version string (default: run name)")
+    ap.add_argument("--uncertain-below", type=float, default=None,
+                    help="default: the run's threshold")
+    ap.add_argument("--parity-images", type=int, default=0, help="0 = the whole test split")
+    ap.add_argument("--min-parity-images", type=int, default=300)
+    ap.add_argument("--int8", action="store_true", help="also build and gate an int8 variant")
+    ap.add_argument("--calibration-images", type=int, default=256)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import onnx
+
+    from edge_infer.preprocess import PreprocessSpec
+    from train.dataset import CLASSES, read_manifest, select
+    from train.pipeline import load_prepared
+
+    from . import parity
+    from .onnx_export import build_export_model, convert, metadata_for, write_metadata
+
+    def step(msg: str) -> None:
+        print(f"[export] {msg}", file=sys.stderr, flush=True)
+
+    step(f"loading {args.run}")
+    export_model, metrics = build_export_model(args.run)
+    spec = PreprocessSpec.from_json(metrics["preprocess"])
+    version = args.version or args.run.name
+    threshold = args.uncertain_below or metrics["uncertainty"]["threshold"]
+    step("converting with tf2onnx")
+    proto = convert(export_model, spec.input_size)
+    write_metadata(proto, metadata_for(metrics, version, threshold))
+    onnx.checker.check_model(proto, full_check=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(args.out))
+    step(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB), onnx.checker passed")
+
+    records = read_manifest(args.manifest)
+    split_col = metrics["split_column"]
+    test = select(records, "test", split_col)
+    if args.parity_images:
+        test = test[: args.parity_images]
+    paths = [args.data / r.path for r in test]
+    step(f"parity gate on {len(paths)} test images")
+    parity.MIN_IMAGES = args.min_parity_images
+    report = parity.check(export_model, args.out, paths, spec)
+    report_path = args.out.with_suffix(".parity.json")
+    report_path.write_text(json.dumps(report, indent=2))
+    step(
+        f"parity: conversion max diff {report['conversion']['max_abs_diff']:.2e}, "
+        f"edge path max diff {report['edge_path']['max_abs_diff']:.2e}, "
+        f"agreement {report['edge_path']['argmax_agreement']:.4f} -> "
+        f"{'PASS' if report['passed'] else 'FAIL'} ({report_path})"
+    )
+    if not report["passed"]:
+        return 1
+
+    if args.int8:
+        from .quantize import gate, quantize
+
+        train = select(records, "train", split_col)
+        rng = np.random.default_rng(0)
+        pick = rng.choice(len(train), min(args.calibration_images, len(train)), replace=False)
+        calib = np.stack([load_prepared(str(args.data / train[i].path), spec) for i in pick])
+        int8_path = args.out.with_name(args.out.stem + ".int8.onnx")
+        step(f"quantizing (QDQ, per-channel, reduce_range) with {len(calib)} train images")
+        quantize(args.out, int8_path, calib)
+        labels = np.array([CLASSES.index(r.label) for r in test])
+        step("int8 gate on the test split")
+        q = gate(args.out, int8_path, [str(p) for p in paths], labels, calib)
+        q_path = args.out.with_suffix(".int8.json")
+        if not q["passed"]:
+            int8_path.unlink()
+            q["shipped"] = False
+            q["why_not"] = (
+                f"accuracy drop {q['accuracy_drop']:.4f} or recall drop "
+                f"{q['max_recall_drop']:.4f} over the limits"
+            )
+        else:
+            q["shipped"] = True
+        q_path.write_text(json.dumps(q, indent=2))
+        step(
+            f"int8: agreement {q['agreement_with_fp32']:.4f}, accuracy "
+            f"{q['fp32']['accuracy']:.4f} -> {q['int8']['accuracy']:.4f}, latency "
+            f"{q['fp32']['latency_ms_1thread']:.2f} -> {q['int8']['latency_ms_1thread']:.2f} ms "
+            f"-> {'kept' if q['passed'] else 'NOT shipped'} ({q_path})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

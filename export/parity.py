@@ -1,0 +1,68 @@
+"""Parity gate: Keras vs onnxruntime on real test images, on the same tensors and end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edge_infer import Classifier
+from edge_infer.model import run as ort_run
+from edge_infer.preprocess import PreprocessSpec
+
+MAX_ABS_DIFF = 1e-4
+MIN_IMAGES = 300
+
+
+def keras_outputs(export_model, paths: list[Path], spec: PreprocessSpec) -> dict[str, np.ndarray]:
+    """The training side: tf.data pipeline (train.pipeline) -> Keras, in inference mode."""
+    from train.pipeline import make_dataset
+
+    ds = make_dataset(paths, [0] * len(paths), spec, 64, training=False).map(lambda x, y: x)
+    outs = export_model.predict(ds, verbose=0)
+    outs = outs if isinstance(outs, list) else [outs]
+    names = ["probabilities", "ood_score"][: len(outs)]
+    return {n: np.asarray(o, np.float64) for n, o in zip(names, outs, strict=True)}
+
+
+def check(export_model, onnx_path: Path, paths: list[Path], spec: PreprocessSpec) -> dict:
+    """Both comparisons; `passed` is False when any gate fails."""
+    from train.pipeline import load_prepared
+
+    ref = keras_outputs(export_model, paths, spec)
+    clf = Classifier(onnx_path)
+    # 1. conversion: identical tensors into Keras and onnxruntime
+    x = np.stack([load_prepared(str(p), spec) for p in paths])
+    ort_out = {}
+    for i in range(0, len(x), 64):
+        for k, v in ort_run(clf.session, clf.info, x[i : i + 64]).items():
+            ort_out.setdefault(k, []).append(v)
+    ort_out = {k: np.concatenate(v).astype(np.float64) for k, v in ort_out.items()}
+    conv_diff = float(np.abs(ort_out["probabilities"] - ref["probabilities"]).max())
+    conv_agree = float(
+        (ort_out["probabilities"].argmax(1) == ref["probabilities"].argmax(1)).mean()
+    )
+    # 2. the edge path: files on disk -> edge_infer loading/preprocessing -> onnxruntime
+    preds = clf.predict_batch([str(p) for p in paths])
+    failed = [p.source for p in preds if not p.ok]
+    edge = np.array([[p.probabilities[c] for c in clf.classes] for p in preds if p.ok])
+    edge_diff = float(np.abs(edge - ref["probabilities"]).max()) if not failed else float("inf")
+    edge_agree = float((edge.argmax(1) == ref["probabilities"].argmax(1)).mean()) if not failed else 0.0
+    report = {
+        "images": len(paths),
+        "max_abs_diff_limit": MAX_ABS_DIFF,
+        "conversion": {"max_abs_diff": conv_diff, "argmax_agreement": conv_agree},
+        "edge_path": {"max_abs_diff": edge_diff, "argmax_agreement": edge_agree, "failed": failed},
+    }
+    if "ood_score" in ref and "ood_score" in ort_out:
+        rel = np.abs(ort_out["ood_score"] - ref["ood_score"]) / np.maximum(np.abs(ref["ood_score"]), 1.0)
+        report["ood_score_max_rel_diff"] = float(rel.max())
+    report["passed"] = bool(
+        len(paths) >= MIN_IMAGES
+        and conv_diff <= MAX_ABS_DIFF
+        and edge_diff <= MAX_ABS_DIFF
+        and conv_agree == 1.0
+        and edge_agree == 1.0
+        and report.get("ood_score_max_rel_diff", 0.0) <= 1e-3
+    )
+    return report

@@ -1,0 +1,246 @@
+"""`python -m train --data DIR --out runs/NAME`: train, pick the best epoch, calibrate, report."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from .dataset import MANIFEST, default_data_root
+
+    ap = argparse.ArgumentParser(prog="python -m train", description=__doc__)
+    ap.add_argument("--data", type=Path, default=default_data_root(), help="dataset root")
+    ap.add_argument("--out", type=Path, required=True, help="run folder to write")
+    ap.add_argument("--manifest", type=Path, default=MANIFEST)
+    ap.add_argument(
+        "--split-column", default="split", choices=("split", "group_split"),
+        help="'split' (stratified, duplicate-aware) or 'group_split' (pseudo-patient groups)",
+    )
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--patience", type=int, default=12, help="stop after this many epochs without improvement")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
+    ap.add_argument("--input-size", type=int, default=128)
+    ap.add_argument("--mask-background", action="store_true", help="feed the segmented image")
+    ap.add_argument("--no-color-jitter", action="store_true")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--limit", type=int, default=0, help="at most this many images per class and split (smoke tests)")
+    ap.add_argument("--uncertain-below", type=float, default=0.90, help="confidence under which a result is flagged for review")
+    ap.add_argument(
+        "--strategy", default="default", choices=("default", "mirrored", "multiworker"),
+        help="tf.distribute strategy: mirrored = all local GPUs/CPU, multiworker = TF_CONFIG hosts",
+    )
+    return ap.parse_args(argv)
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def library_versions() -> dict[str, str]:
+    import cv2
+    import keras
+    import tensorflow as tf
+
+    import edge_infer
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+        "edge_infer": edge_infer.__version__,
+    }
+
+
+def make_strategy(name: str):
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+
+    from edge_infer.preprocess import PreprocessSpec
+
+    from . import metrics as M
+    from .callbacks import BestEpoch, ProgressLine
+    from .dataset import CLASSES, manifest_hash, read_manifest, select
+    from .model import build_model, count_flops
+    from .pipeline import make_dataset
+    from .report import plot_confusion, plot_curves
+
+    keras.utils.set_random_seed(args.seed)
+    tf.config.experimental.enable_op_determinism()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    spec = replace(
+        PreprocessSpec(), input_size=args.input_size, mask_background=args.mask_background
+    )
+    records = read_manifest(args.manifest)
+
+    def split(name: str):
+        rs = select(records, name, args.split_column)
+        if args.limit:
+            rs = [r for c in CLASSES for r in [x for x in rs if x.label == c][: args.limit]]
+        return [args.data / r.path for r in rs], np.array([CLASSES.index(r.label) for r in rs])
+
+    (xtr, ytr), (xva, yva), (xte, yte) = split("train"), split("val"), split("test")
+    print(f"train {len(xtr)}  val {len(xva)}  test {len(xte)}  ({args.split_column})", flush=True)
+    ds_tr = make_dataset(xtr, ytr, spec, args.batch_size, True, args.seed, not args.no_color_jitter)
+    ds_va = make_dataset(xva, yva, spec, 64, False)
+    ds_te = make_dataset(xte, yte, spec, 64, False)
+
+    strategy = make_strategy(args.strategy)
+    steps = args.epochs * int(np.ceil(len(xtr) / args.batch_size))
+    with strategy.scope():
+        model = build_model(args.input_size, len(CLASSES), width=args.width)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            args.lr * 0.1, steps, warmup_target=args.lr, warmup_steps=max(1, steps // 20)
+        )
+        model.compile(
+            optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+    n_params = model.count_params()
+    print(f"model: {n_params} parameters, {count_flops(model) / 1e6:.1f} M MACs/image", flush=True)
+
+    best = BestEpoch(patience=args.patience)
+    t0 = time.time()
+    hist = model.fit(
+        ds_tr, validation_data=ds_va, epochs=args.epochs, verbose=0,
+        callbacks=[best, ProgressLine(args.epochs)],
+    )
+    train_seconds = time.time() - t0
+    history = hist.history
+    with open(out / "history.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        keys = ["loss", "accuracy", "val_loss", "val_accuracy"]
+        w.writerow(["epoch", *keys])
+        for i in range(len(history["loss"])):
+            w.writerow([i + 1, *(f"{history[k][i]:.6f}" for k in keys)])
+    plot_curves(history, best.best_epoch, out / "curves.png")
+    model.save(out / "model.keras")
+
+    # --- evaluation, all in inference mode (predict() never uses batch statistics)
+    probe = keras.Model(model.input, [model.get_layer("logits").output, model.get_layer("features").output])
+    ds_tr_eval = make_dataset(xtr, ytr, spec, 64, False)
+
+    def run(ds):
+        logits, feats = probe.predict(ds, verbose=0)
+        return logits.astype(np.float64), feats.astype(np.float64)
+
+    lva, fva = run(ds_va)
+    lte, fte = run(ds_te)
+    ltr, ftr = run(ds_tr_eval)
+    temperature = M.fit_temperature(lva, yva)
+    p_te_raw = M.softmax(lte, 1.0)
+    p_te = M.softmax(lte, temperature)
+    report = M.classification_report(yte, p_te, CLASSES)
+    val_report = M.classification_report(yva, M.softmax(lva, temperature), CLASSES)
+    conf = p_te.max(axis=1)
+    certain = conf >= args.uncertain_below
+    plot_confusion(
+        np.array(report["confusion_matrix"]), CLASSES, out / "confusion_matrix.png",
+        f"test split ({args.split_column}), n={len(yte)}, accuracy {report['accuracy']:.4f}",
+    )
+    # --- out-of-distribution statistics: fitted on train, threshold from val only
+    means, chol = M.fit_mahalanobis(ftr, ytr, len(CLASSES))
+    s_va = M.mahalanobis_score(fva.astype(np.float32), means, chol)
+    s_te = M.mahalanobis_score(fte.astype(np.float32), means, chol)
+    ood_threshold = float(np.percentile(s_va, 99.0))
+    np.savez(out / "ood_stats.npz", means=means, chol=chol, threshold=np.float32(ood_threshold))
+
+    metrics = {
+        "split_column": args.split_column,
+        "test": report,
+        "val": {k: val_report[k] for k in ("n", "accuracy", "macro_f1")},
+        "best_epoch": best.best_epoch,
+        "epochs_run": len(history["loss"]),
+        "calibration": {
+            "temperature": temperature,
+            "fitted_on": "val",
+            "test_ece_before": M.expected_calibration_error(p_te_raw, yte),
+            "test_ece_after": M.expected_calibration_error(p_te, yte),
+            "test_nll_before": M.nll(lte, yte, 1.0),
+            "test_nll_after": M.nll(lte, yte, temperature),
+        },
+        "uncertainty": {
+            "threshold": args.uncertain_below,
+            "test_share_uncertain": float(1 - certain.mean()),
+            "test_accuracy_when_certain": float((p_te.argmax(1) == yte)[certain].mean())
+            if certain.any() else None,
+        },
+        "ood": {
+            "score": "min squared Mahalanobis distance of pooled features to class means (tied covariance)",
+            "threshold": ood_threshold,
+            "threshold_rule": "99th percentile of validation scores",
+            "test_false_alarm_rate": float((s_te > ood_threshold).mean()),
+        },
+        "model": {
+            "parameters": int(n_params),
+            "macs_per_image": count_flops(model),
+            "input_size": args.input_size,
+            "width": args.width,
+            "mask_background": args.mask_background,
+        },
+        "preprocess": json.loads(spec.to_json()),
+        "training": {
+            "seconds": round(train_seconds, 1),
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "seed": args.seed,
+            "color_jitter": not args.no_color_jitter,
+            "limit": args.limit,
+            "strategy": args.strategy,
+            "cpu_count": os.cpu_count(),
+        },
+        "classes": list(CLASSES),
+        "manifest_sha256": manifest_hash(args.manifest),
+        "versions": library_versions(),
+        "git_commit": _git_commit(),
+        "command": "python -m train " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(
+        f"test accuracy {report['accuracy']:.4f}  macro F1 {report['macro_f1']:.4f}  "
+        f"malignant sensitivity {report['malignant_sensitivity']:.4f}  "
+        f"ECE {metrics['calibration']['test_ece_before']:.4f} -> "
+        f"{metrics['calibration']['test_ece_after']:.4f} (T={temperature:.3f})  "
+        f"best epoch {best.best_epoch}  {train_seconds / 60:.1f} min",
+        flush=True,
+    )
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Keras callbacks: best-epoch selection in inference mode, and one progress line per epoch."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import keras
+
+
+class BestEpoch(keras.callbacks.Callback):
+    """Keep the weights of the epoch with the best validation accuracy (Keras computes it in
+    inference mode), lower validation loss breaking ties; stop after `patience` epochs without
+    improvement and restore the best weights at the end."""
+
+    def __init__(self, patience: int = 10) -> None:
+        super().__init__()
+        self.patience = patience
+        self.best_key: tuple[float, float] | None = None
+        self.best_epoch = 0
+        self.best_weights = None
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        logs = logs or {}
+        key = (logs["val_accuracy"], -logs["val_loss"])
+        if self.best_key is None or key > self.best_key:
+            self.best_key = key
+            self.best_epoch = epoch + 1
+            self.best_weights = self.model.get_weights()
+        elif epoch + 1 - self.best_epoch >= self.patience:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None) -> None:
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+class ProgressLine(keras.callbacks.Callback):
+    """One line per epoch on stdout, flushed, so a log file shows progress as it happens."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.epochs = epochs
+        self.t0 = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self.t0 = time.time()
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        logs = logs or {}
+        sys.stdout.write(
+            f"epoch {epoch + 1:3d}/{self.epochs}  loss {logs.get('loss', 0):.4f}  "
+            f"acc {logs.get('accuracy', 0):.4f}  val_loss {logs.get('val_loss', 0):.4f}  "
+            f"val_acc {logs.get('val_accuracy', 0):.4f}  {time.time() - self.t0:.0f}s\n"
+        )
+        sys.stdout.flush()

@@ -1,0 +1,106 @@
+"""Classification metrics, calibration (temperature scaling, ECE) and out-of-distribution
+statistics; numpy only so they can be tested without TensorFlow."""
+
+from __future__ import annotations
+
+import numpy as np
+
+MALIGNANT = ("Early", "Pre", "Pro")
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
+    cm = np.zeros((n, n), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    return cm
+
+
+def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int = 15) -> float:
+    """Weighted mean |accuracy - confidence| over equal-width confidence bins."""
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        sel = (conf > lo) & (conf <= hi)
+        if sel.any():
+            ece += sel.mean() * abs(correct[sel].mean() - conf[sel].mean())
+    return float(ece)
+
+
+def nll(logits: np.ndarray, y_true: np.ndarray, temperature: float) -> float:
+    p = softmax(logits, temperature)[np.arange(len(y_true)), y_true]
+    return float(-np.log(np.clip(p, 1e-12, None)).mean())
+
+
+def fit_temperature(logits: np.ndarray, y_true: np.ndarray) -> float:
+    """Temperature minimising the validation NLL (a 1-D search over log T)."""
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 400))
+    losses = [nll(logits, y_true, t) for t in grid]
+    best = int(np.argmin(losses))
+    lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+    fine = np.linspace(lo, hi, 200)
+    return float(fine[int(np.argmin([nll(logits, y_true, t) for t in fine]))])
+
+
+def classification_report(
+    y_true: np.ndarray, probs: np.ndarray, classes: tuple[str, ...]
+) -> dict:
+    """Accuracy, macro F1, per-class precision/recall/F1 and benign-vs-malignant rates."""
+    y_pred = probs.argmax(axis=1)
+    cm = confusion(y_true, y_pred, len(classes))
+    per_class = {}
+    f1s = []
+    for i, name in enumerate(classes):
+        tp = cm[i, i]
+        prec = tp / cm[:, i].sum() if cm[:, i].sum() else 0.0
+        rec = tp / cm[i, :].sum() if cm[i, :].sum() else 0.0
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        f1s.append(f1)
+        per_class[name] = {
+            "precision": float(prec),
+            "recall": float(rec),
+            "f1": float(f1),
+            "support": int(cm[i, :].sum()),
+        }
+    malignant = np.isin(np.array(classes)[y_true], MALIGNANT)
+    called_malignant = np.isin(np.array(classes)[y_pred], MALIGNANT)
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float((y_pred == y_true).mean()),
+        "macro_f1": float(np.mean(f1s)),
+        "per_class": per_class,
+        "malignant_sensitivity": float(called_malignant[malignant].mean())
+        if malignant.any()
+        else None,
+        "benign_specificity": float((~called_malignant[~malignant]).mean())
+        if (~malignant).any()
+        else None,
+        "confusion_matrix": cm.tolist(),
+    }
+
+
+def fit_mahalanobis(features: np.ndarray, y: np.ndarray, n_classes: int, shrinkage: float = 0.01):
+    """Class means and the shared (tied) covariance of the pooled features, returned as the
+    means and a whitening matrix W = V / sqrt(lambda) (eigenvectors of the shrunk covariance),
+    so distance_c = ||(f - mu_c) @ W||^2. An orthogonal projection then a per-axis scale stays
+    accurate in float32, where a Cholesky factor of an ill-conditioned precision does not."""
+    means = np.stack([features[y == c].mean(axis=0) for c in range(n_classes)])
+    centred = features - means[y]
+    cov = centred.T @ centred / max(len(features) - n_classes, 1)
+    cov += shrinkage * np.trace(cov) / cov.shape[0] * np.eye(cov.shape[0])
+    eigval, eigvec = np.linalg.eigh(cov)
+    whiten = eigvec / np.sqrt(np.maximum(eigval, 1e-12))[None, :]
+    return means.astype(np.float32), whiten.astype(np.float32)
+
+
+def mahalanobis_score(features: np.ndarray, means: np.ndarray, chol: np.ndarray) -> np.ndarray:
+    """Minimum over classes of the squared Mahalanobis distance (higher = less familiar)."""
+    z = (features[:, None, :] - means[None, :, :]) @ chol
+    return (z**2).sum(axis=2).min(axis=1)

@@ -1,0 +1,76 @@
+"""tf.data input pipeline: edge_infer's preprocessing (never a copy), cached, augmented on the fly.
+
+Decoding and preprocessing run through `tf.numpy_function` over `edge_infer.preprocess`, in
+parallel; the result is cached in memory, then each epoch draws one of the 8 dihedral transforms
+and a small stain jitter per image, with stateless ops so a seed reproduces the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from edge_infer.preprocess import PreprocessSpec, load_image, prepare
+
+
+def load_prepared(path: str | bytes, spec: PreprocessSpec) -> np.ndarray:
+    """The exact tensor edge_infer feeds the network for this file."""
+    if isinstance(path, bytes):
+        path = path.decode("utf-8")
+    return prepare(load_image(path), spec)
+
+
+def dihedral_tf(x: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
+    """k % 4 counter-clockwise quarter turns, then a left-right flip when k >= 4
+    (the same order as edge_infer.preprocess.dihedral)."""
+    x = tf.image.rot90(x, k % 4)
+    return tf.cond(k >= 4, lambda: tf.image.flip_left_right(x), lambda: x)
+
+
+def augment(x: tf.Tensor, seed: tf.Tensor, color_jitter: bool = True) -> tf.Tensor:
+    """One random dihedral transform plus (optionally) small brightness/contrast/saturation/hue
+    jitter, imitating slide-to-slide stain variation."""
+    seeds = tf.random.experimental.stateless_split(seed, 5)
+    k = tf.random.stateless_uniform([], seeds[0], minval=0, maxval=8, dtype=tf.int32)
+    x = dihedral_tf(x, k)
+    if color_jitter:
+        x = tf.image.stateless_random_brightness(x, 0.06, seeds[1])
+        x = tf.image.stateless_random_contrast(x, 0.85, 1.15, seeds[2])
+        x = tf.image.stateless_random_saturation(x, 0.85, 1.15, seeds[3])
+        x = tf.image.stateless_random_hue(x, 0.02, seeds[4])
+        x = tf.clip_by_value(x, 0.0, 1.0)
+    return x
+
+
+def make_dataset(
+    paths: Sequence[Path],
+    labels: Sequence[int],
+    spec: PreprocessSpec,
+    batch_size: int,
+    training: bool,
+    seed: int = 0,
+    color_jitter: bool = True,
+) -> tf.data.Dataset:
+    size = spec.input_size
+    ds = tf.data.Dataset.from_tensor_slices(
+        ([str(p) for p in paths], np.asarray(labels, np.int32))
+    )
+
+    def _load(path, label):
+        x = tf.numpy_function(lambda p: load_prepared(p, spec), [path], tf.float32)
+        x.set_shape((size, size, 3))
+        return x, label
+
+    ds = ds.map(_load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
+    if training:
+        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda xy, s: (augment(xy[0], s, color_jitter), xy[1]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
