@@ -124,7 +124,10 @@ class Classifier:
         return list(self.iter_predict(images, tta=tta, batch_size=batch_size))
 
     def iter_predict(
-        self, images: Iterable[Image], tta: bool | None = None, batch_size: int = 32,
+        self,
+        images: Iterable[Image],
+        tta: bool | None = None,
+        batch_size: int = 32,
         names: Iterable[str] | None = None,
     ) -> Iterable[Outcome]:
         """Like predict_batch, but yields outcomes in input order as batches finish, so memory
@@ -145,9 +148,7 @@ class Classifier:
     def _flush(self, pending, tta) -> list[Outcome]:
         good = [(name, img) for _, name, img, _ in pending if img is not None]
         preds = iter(self.predict_arrays([g[1] for g in good], [g[0] for g in good], tta))
-        return [
-            Failure(name, err) if img is None else next(preds) for _, name, img, err in pending
-        ]
+        return [Failure(name, err) if img is None else next(preds) for _, name, img, err in pending]
 
     def predict_arrays(
         self, bgr_images: Sequence[np.ndarray], names: Sequence[str], tta: bool | None = None
@@ -170,9 +171,7 @@ class Classifier:
             probs = out["probabilities"]
             scores = out["ood_score"].reshape(-1) if "ood_score" in out else None
         return [
-            self._decide(
-                names[i], probs[i], None if scores is None else float(scores[i]), cells[i]
-            )
+            self._decide(names[i], probs[i], None if scores is None else float(scores[i]), cells[i])
             for i in range(len(x))
         ]
 

@@ -26,11 +26,16 @@ def _classifier(model: str | None, threads: int | None, tta: bool = False):
 
 
 model_option = click.option(
-    "--model", "-m", type=click.Path(dir_okay=False), default=None,
+    "--model",
+    "-m",
+    type=click.Path(dir_okay=False),
+    default=None,
     help="ONNX model file (default: the bundled model).",
 )
 threads_option = click.option(
-    "--threads", type=click.IntRange(1, 64), default=None,
+    "--threads",
+    type=click.IntRange(1, 64),
+    default=None,
     help="onnxruntime threads (default: cores, at most 4).",
 )
 
@@ -90,15 +95,19 @@ def info(model, as_json) -> None:
         f"input       {meta['input']['shape']} {meta['input']['layout']} "
         f"{meta['input']['channel_order']} {meta['input']['dtype']} in [0, 1]",
         f"uncertain   confidence < {clf.info.uncertain_below}",
-        f"ood guard   score > {clf.info.ood_threshold}" if clf.info.ood_threshold else "ood guard   none",
+        f"ood guard   score > {clf.info.ood_threshold}"
+        if clf.info.ood_threshold
+        else "ood guard   none",
         f"calibration temperature {meta.get('temperature')} (folded into the graph)",
     ]
     if m:
         lines += [
-            f"test split  {m.get('split')} n={m.get('test_n')}: accuracy {m.get('test_accuracy'):.4f}, "
+            f"test split  {m.get('split')} n={m.get('test_n')}: "
+            f"accuracy {m.get('test_accuracy'):.4f}, "
             f"macro F1 {m.get('test_macro_f1'):.4f}, malignant sensitivity "
             f"{m.get('malignant_sensitivity'):.4f}, ECE {m.get('test_ece_after'):.4f}",
-            "recall      " + ", ".join(f"{k} {v:.3f}" for k, v in m.get("per_class_recall", {}).items()),
+            "recall      "
+            + ", ".join(f"{k} {v:.3f}" for k, v in m.get("per_class_recall", {}).items()),
             f"parameters  {m.get('parameters')}",
         ]
     lines.append(f"intended    {meta.get('intended_use', '')}")
@@ -107,8 +116,13 @@ def info(model, as_json) -> None:
 
 @main.command()
 @click.argument("image", type=click.Path())
-@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
-              help="PNG to write: the image with the segmented cells outlined.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="PNG to write: the image with the segmented cells outlined.",
+)
 @model_option
 def segment(image, output, model) -> None:
     """Draw the colour-threshold segmentation over IMAGE, to see what the model looks at."""

@@ -8,8 +8,20 @@ import json
 from typing import Any, TextIO
 
 CSV_FIELDS = (
-    "path", "label", "confidence", "status", "uncertain", "out_of_distribution", "ood_score",
-    "p_Benign", "p_Early", "p_Pre", "p_Pro", "message", "model", "error",
+    "path",
+    "label",
+    "confidence",
+    "status",
+    "uncertain",
+    "out_of_distribution",
+    "ood_score",
+    "p_Benign",
+    "p_Early",
+    "p_Pre",
+    "p_Pro",
+    "message",
+    "model",
+    "error",
 )
 
 
@@ -28,7 +40,9 @@ class RecordWriter:
         self.header_done = False
         self.fields = CSV_FIELDS + extra_fields
         if fmt == "csv":
-            self.csv = csv.DictWriter(stream, self.fields, extrasaction="ignore", lineterminator="\n")
+            self.csv = csv.DictWriter(
+                stream, self.fields, extrasaction="ignore", lineterminator="\n"
+            )
 
     def write(self, rec: dict[str, Any]) -> None:
         if self.fmt == "jsonl":
@@ -50,6 +64,9 @@ def table_row(rec: dict[str, Any]) -> str:
     """`path  LABEL  0.987  status/message`, readable in a terminal."""
     if "error" in rec:
         return f"{rec['path']}  ERROR  {rec['error']}"
-    note = {"ok": "", "uncertain": "UNCERTAIN: review by a specialist",
-            "out_of_distribution": "NOT RECOGNISED: " + rec.get("message", "")}.get(rec["status"], "")
+    note = {
+        "ok": "",
+        "uncertain": "UNCERTAIN: review by a specialist",
+        "out_of_distribution": "NOT RECOGNISED: " + rec.get("message", ""),
+    }.get(rec["status"], "")
     return f"{rec['path']}  {rec['label']:<6}  {rec['confidence']:.3f}  {note}".rstrip()

@@ -27,7 +27,8 @@ def expand_paths(paths: Iterable[str | Path], recursive: bool = False) -> list[s
         if p.is_dir():
             walker = p.rglob("*") if recursive else p.iterdir()
             out += sorted(
-                str(f) for f in walker
+                str(f)
+                for f in walker
                 if f.is_file()
                 and f.suffix.lower() in IMAGE_SUFFIXES
                 and not is_hidden_or_temporary(f)

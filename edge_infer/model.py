@@ -63,9 +63,7 @@ class ModelInfo:
 
 def parse_metadata(raw: dict[str, str], path: str) -> dict[str, Any]:
     if SCHEMA_KEY not in raw:
-        raise ModelError(
-            path, "no edge_infer metadata (not a model written by `python -m export`)"
-        )
+        raise ModelError(path, "no edge_infer metadata (not a model written by `python -m export`)")
     out: dict[str, Any] = {}
     for key, value in raw.items():
         try:

@@ -147,7 +147,7 @@ def _to_bgr_uint8(img: np.ndarray, name: str) -> np.ndarray:
     if img.dtype == np.uint16:
         img = (img.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
     elif img.dtype in (np.float32, np.float64):
-        finite = np.nan_to_num(img.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+        finite = np.nan_to_num(img.astype(np.float64), nan=0.0, posinf=1.0, neginf=0.0)
         peak = 255.0 if finite.max(initial=0.0) > 1.0 else 1.0
         img = (np.clip(finite / peak, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     elif img.dtype == np.int8 or img.dtype == np.int16:
@@ -188,7 +188,9 @@ def decode_image(data: bytes | bytearray | memoryview, name: str = "<bytes>") ->
         raise ImageError(name, f"{len(data)} bytes, over the {MAX_FILE_BYTES}-byte limit")
     dims = _header_dimensions(data)
     if dims is not None and dims[0] * dims[1] > MAX_PIXELS:
-        raise ImageError(name, f"image is {dims[0]}x{dims[1]} px, over the {MAX_PIXELS}-pixel limit")
+        raise ImageError(
+            name, f"image is {dims[0]}x{dims[1]} px, over the {MAX_PIXELS}-pixel limit"
+        )
     truncated = _is_truncated(data)
     if truncated:
         raise ImageError(name, truncated)
@@ -196,7 +198,9 @@ def decode_image(data: bytes | bytearray | memoryview, name: str = "<bytes>") ->
     try:
         img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
-        raise ImageError(name, f"cannot decode image ({str(exc).strip().splitlines()[-1]})") from None
+        raise ImageError(
+            name, f"cannot decode image ({str(exc).strip().splitlines()[-1]})"
+        ) from None
     if img is None or img.size == 0:
         raise ImageError(name, "not a readable image (unknown format or corrupt data)")
     img = _to_bgr_uint8(img, name)

@@ -24,8 +24,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--data", type=Path, default=default_data_root())
     ap.add_argument("--manifest", type=Path, default=MANIFEST)
     ap.add_argument("--version", default=None, help="model version string (default: run name)")
-    ap.add_argument("--uncertain-below", type=float, default=None,
-                    help="default: the run's threshold")
+    ap.add_argument(
+        "--uncertain-below", type=float, default=None, help="default: the run's threshold"
+    )
     ap.add_argument("--parity-images", type=int, default=0, help="0 = the whole test split")
     ap.add_argument("--min-parity-images", type=int, default=300)
     ap.add_argument("--int8", action="store_true", help="also build and gate an int8 variant")
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = [args.data / r.path for r in test]
     step(f"parity gate on {len(paths)} test images")
     parity.MIN_IMAGES = args.min_parity_images
-    report = parity.check(export_model, args.out, paths, spec)
+    report = parity.check(export_model, args.out, paths, spec, metrics["ood"]["threshold"])
     report_path = args.out.with_suffix(".parity.json")
     report_path.write_text(json.dumps(report, indent=2))
     step(

@@ -1,4 +1,6 @@
-"""Keras run folder -> self-describing ONNX model (temperature and OOD score folded into the graph)."""
+"""Keras run folder -> self-describing ONNX model.
+
+The calibration temperature and the OOD score are folded into the graph."""
 
 from __future__ import annotations
 

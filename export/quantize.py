@@ -73,8 +73,12 @@ def evaluate(model: Path, paths: list[str], labels: np.ndarray) -> dict:
     preds = clf.predict_batch(paths)
     pred = np.array([clf.classes.index(p.label) for p in preds])
     recalls = {c: float((pred[labels == i] == i).mean()) for i, c in enumerate(clf.classes)}
-    return {"pred": pred, "accuracy": float((pred == labels).mean()), "recall": recalls,
-            "ood_flagged": float(np.mean([p.out_of_distribution for p in preds]))}
+    return {
+        "pred": pred,
+        "accuracy": float((pred == labels).mean()),
+        "recall": recalls,
+        "ood_flagged": float(np.mean([p.out_of_distribution for p in preds])),
+    }
 
 
 def latency_ms(model: Path, x: np.ndarray, runs: int = 50) -> float:
@@ -97,10 +101,20 @@ def gate(fp32: Path, int8: Path, paths: list[str], labels: np.ndarray, x: np.nda
     report = {
         "images": len(paths),
         "agreement_with_fp32": float((a["pred"] == b["pred"]).mean()),
-        "fp32": {"accuracy": a["accuracy"], "recall": a["recall"], "ood_flagged": a["ood_flagged"],
-                 "size_bytes": fp32.stat().st_size, "latency_ms_1thread": latency_ms(fp32, x)},
-        "int8": {"accuracy": b["accuracy"], "recall": b["recall"], "ood_flagged": b["ood_flagged"],
-                 "size_bytes": int8.stat().st_size, "latency_ms_1thread": latency_ms(int8, x)},
+        "fp32": {
+            "accuracy": a["accuracy"],
+            "recall": a["recall"],
+            "ood_flagged": a["ood_flagged"],
+            "size_bytes": fp32.stat().st_size,
+            "latency_ms_1thread": latency_ms(fp32, x),
+        },
+        "int8": {
+            "accuracy": b["accuracy"],
+            "recall": b["recall"],
+            "ood_flagged": b["ood_flagged"],
+            "size_bytes": int8.stat().st_size,
+            "latency_ms_1thread": latency_ms(int8, x),
+        },
         "accuracy_drop": a["accuracy"] - b["accuracy"],
         "max_recall_drop": max(drops.values()),
         "limits": {"accuracy_drop": MAX_ACCURACY_DROP, "recall_drop": MAX_RECALL_DROP},

@@ -41,8 +41,12 @@ def sample_images(data: Path) -> list[Path]:
 def run_module(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout,
-        cwd=ROOT, env=env,
+        [sys.executable, "-m", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=env,
     )
 
 
@@ -51,8 +55,21 @@ def tiny_run(data: Path, tmp_path_factory) -> Path:
     """A tiny-width model trained for 2 epochs on a few dozen real images per split."""
     out = tmp_path_factory.mktemp("runs") / "tiny"
     r = run_module(
-        "train", "--data", str(data), "--out", str(out), "--epochs", "2", "--limit", "12",
-        "--width", "0.25", "--batch-size", "16", "--seed", "3",
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--limit",
+        "12",
+        "--width",
+        "0.25",
+        "--batch-size",
+        "16",
+        "--seed",
+        "3",
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     return out
@@ -62,8 +79,19 @@ def tiny_run(data: Path, tmp_path_factory) -> Path:
 def tiny_onnx(tiny_run: Path, data: Path) -> Path:
     onnx_path = tiny_run.parent / "tiny.onnx"
     r = run_module(
-        "export", "--run", str(tiny_run), "--out", str(onnx_path), "--data", str(data),
-        "--parity-images", "48", "--min-parity-images", "48", "--version", "tiny-test",
+        "export",
+        "--run",
+        str(tiny_run),
+        "--out",
+        str(onnx_path),
+        "--data",
+        str(data),
+        "--parity-images",
+        "48",
+        "--min-parity-images",
+        "48",
+        "--version",
+        "tiny-test",
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     return onnx_path

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import struct
 import zlib
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -32,8 +31,13 @@ def palette_png(w: int = 64, h: int = 64) -> bytes:
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0)
     plte = bytes([255, 0, 0, 0, 255, 0, 0, 0, 255])
     rows = b"".join(b"\x00" + bytes([(x + y) % 3 for x in range(w)]) for y in range(h))
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"PLTE", plte)
-            + _png_chunk(b"IDAT", zlib.compress(rows)) + _png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"PLTE", plte)
+        + _png_chunk(b"IDAT", zlib.compress(rows))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def bomb_png() -> bytes:
@@ -133,7 +137,7 @@ def test_prepare_single_and_batch(sample_images):
     imgs = [load_image(p) for p in sample_images[:3]]
     x = prepare(imgs[0])
     assert x.dtype == np.float32 and x.shape == (128, 128, 3)
-    assert 0.0 <= x.min() and x.max() <= 1.0
+    assert x.min() >= 0.0 and x.max() <= 1.0
     b = prepare_batch(imgs)
     assert b.shape == (3, 128, 128, 3) and np.array_equal(b[0], x)
     masked = prepare(imgs[0], PreprocessSpec(mask_background=True))

@@ -24,11 +24,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, required=True, help="run folder to write")
     ap.add_argument("--manifest", type=Path, default=MANIFEST)
     ap.add_argument(
-        "--split-column", default="split", choices=("split", "group_split"),
+        "--split-column",
+        default="split",
+        choices=("split", "group_split"),
         help="'split' (stratified, duplicate-aware) or 'group_split' (pseudo-patient groups)",
     )
     ap.add_argument("--epochs", type=int, default=40)
-    ap.add_argument("--patience", type=int, default=12, help="stop after this many epochs without improvement")
+    ap.add_argument(
+        "--patience", type=int, default=12, help="stop after this many epochs without improvement"
+    )
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
@@ -36,10 +40,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--mask-background", action="store_true", help="feed the segmented image")
     ap.add_argument("--no-color-jitter", action="store_true")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--limit", type=int, default=0, help="at most this many images per class and split (smoke tests)")
-    ap.add_argument("--uncertain-below", type=float, default=0.90, help="confidence under which a result is flagged for review")
     ap.add_argument(
-        "--strategy", default="default", choices=("default", "mirrored", "multiworker"),
+        "--limit",
+        type=int,
+        default=0,
+        help="at most this many images per class and split (smoke tests)",
+    )
+    ap.add_argument(
+        "--uncertain-below",
+        type=float,
+        default=0.90,
+        help="confidence under which a result is flagged for review",
+    )
+    ap.add_argument(
+        "--strategy",
+        default="default",
+        choices=("default", "mirrored", "multiworker"),
         help="tf.distribute strategy: mirrored = all local GPUs/CPU, multiworker = TF_CONFIG hosts",
     )
     return ap.parse_args(argv)
@@ -48,7 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _git_commit() -> str:
     try:
         return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
             cwd=Path(__file__).parent,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
@@ -136,7 +155,10 @@ def main(argv: list[str] | None = None) -> dict:
     best = BestEpoch(patience=args.patience)
     t0 = time.time()
     hist = model.fit(
-        ds_tr, validation_data=ds_va, epochs=args.epochs, verbose=0,
+        ds_tr,
+        validation_data=ds_va,
+        epochs=args.epochs,
+        verbose=0,
         callbacks=[best, ProgressLine(args.epochs)],
     )
     train_seconds = time.time() - t0
@@ -151,7 +173,9 @@ def main(argv: list[str] | None = None) -> dict:
     model.save(out / "model.keras")
 
     # --- evaluation, all in inference mode (predict() never uses batch statistics)
-    probe = keras.Model(model.input, [model.get_layer("logits").output, model.get_layer("features").output])
+    probe = keras.Model(
+        model.input, [model.get_layer("logits").output, model.get_layer("features").output]
+    )
     ds_tr_eval = make_dataset(xtr, ytr, spec, 64, False)
 
     def run(ds):
@@ -169,7 +193,9 @@ def main(argv: list[str] | None = None) -> dict:
     conf = p_te.max(axis=1)
     certain = conf >= args.uncertain_below
     plot_confusion(
-        np.array(report["confusion_matrix"]), CLASSES, out / "confusion_matrix.png",
+        np.array(report["confusion_matrix"]),
+        CLASSES,
+        out / "confusion_matrix.png",
         f"test split ({args.split_column}), n={len(yte)}, accuracy {report['accuracy']:.4f}",
     )
     # --- out-of-distribution statistics: fitted on train, threshold from val only
@@ -197,10 +223,12 @@ def main(argv: list[str] | None = None) -> dict:
             "threshold": args.uncertain_below,
             "test_share_uncertain": float(1 - certain.mean()),
             "test_accuracy_when_certain": float((p_te.argmax(1) == yte)[certain].mean())
-            if certain.any() else None,
+            if certain.any()
+            else None,
         },
         "ood": {
-            "score": "min squared Mahalanobis distance of pooled features to class means (tied covariance)",
+            "score": "min squared Mahalanobis distance of pooled features to class means "
+            "(tied covariance)",
             "threshold": ood_threshold,
             "threshold_rule": "99th percentile of validation scores",
             "test_false_alarm_rate": float((s_te > ood_threshold).mean()),

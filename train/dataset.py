@@ -55,7 +55,9 @@ def image_root(root: Path) -> Path:
         return root / "Original"
     if any((root / c).is_dir() for c in CLASSES):
         return root
-    raise FileNotFoundError(f"{root}: no Original/<class>/ or <class>/ folders ({', '.join(CLASSES)})")
+    raise FileNotFoundError(
+        f"{root}: no Original/<class>/ or <class>/ folders ({', '.join(CLASSES)})"
+    )
 
 
 def index_dataset(root: Path) -> list[Record]:

@@ -49,9 +49,7 @@ def fit_temperature(logits: np.ndarray, y_true: np.ndarray) -> float:
     return float(fine[int(np.argmin([nll(logits, y_true, t) for t in fine]))])
 
 
-def classification_report(
-    y_true: np.ndarray, probs: np.ndarray, classes: tuple[str, ...]
-) -> dict:
+def classification_report(y_true: np.ndarray, probs: np.ndarray, classes: tuple[str, ...]) -> dict:
     """Accuracy, macro F1, per-class precision/recall/F1 and benign-vs-malignant rates."""
     y_pred = probs.argmax(axis=1)
     cm = confusion(y_true, y_pred, len(classes))

@@ -24,9 +24,9 @@ def _conv_bn(x, filters: int, kernel: int = 3, stride: int = 1, name: str = ""):
 def _sep_block(x, filters: int, stride: int = 1, name: str = ""):
     """Depthwise 3x3 -> BN -> ReLU -> pointwise 1x1 -> BN (+ residual) -> ReLU."""
     shortcut = x
-    y = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(
-        x
-    )
+    y = layers.DepthwiseConv2D(
+        3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw"
+    )(x)
     y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_dw_bn")(y)
     y = layers.ReLU(name=f"{name}_dw_relu")(y)
     y = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_pw")(y)

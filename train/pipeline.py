@@ -55,9 +55,7 @@ def make_dataset(
     color_jitter: bool = True,
 ) -> tf.data.Dataset:
     size = spec.input_size
-    ds = tf.data.Dataset.from_tensor_slices(
-        ([str(p) for p in paths], np.asarray(labels, np.int32))
-    )
+    ds = tf.data.Dataset.from_tensor_slices(([str(p) for p in paths], np.asarray(labels, np.int32)))
 
     def _load(path, label):
         x = tf.numpy_function(lambda p: load_prepared(p, spec), [path], tf.float32)

@@ -42,8 +42,13 @@ def plot_confusion(cm: np.ndarray, classes: tuple[str, ...], out: Path, title: s
         for i in range(len(classes)):
             for j in range(len(classes)):
                 ax.text(
-                    j, i, format(data[i, j], fmt), ha="center", va="center",
-                    color="white" if norm[i, j] > 0.6 else "black", fontsize=9,
+                    j,
+                    i,
+                    format(data[i, j], fmt),
+                    ha="center",
+                    va="center",
+                    color="white" if norm[i, j] > 0.6 else "black",
+                    fontsize=9,
                 )
         ax.set_xticks(range(len(classes)), classes)
         ax.set_yticks(range(len(classes)), classes)

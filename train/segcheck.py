@@ -49,8 +49,14 @@ def compare(root: Path, rel_paths: list[str], spec: PreprocessSpec) -> list[floa
     return out
 
 
-def montage(root: Path, rel_paths: list[str], scores: list[float], spec: PreprocessSpec,
-            out: Path, n: int = 12) -> None:
+def montage(
+    root: Path,
+    rel_paths: list[str],
+    scores: list[float],
+    spec: PreprocessSpec,
+    out: Path,
+    n: int = 12,
+) -> None:
     """The n worst images: original | ours | the authors' reference, one row each."""
     worst = np.argsort(scores)[:n]
     rows = []
@@ -60,8 +66,16 @@ def montage(root: Path, rel_paths: list[str], scores: list[float], spec: Preproc
         ref = reference_mask(load_image(segmented_path(root, rel)))
         tiles = [img, overlay(img, segment(img, spec)), overlay(img, ref)]
         row = np.hstack([cv2.resize(t, (224, 224)) for t in tiles])
-        cv2.putText(row, f"IoU {scores[i]:.2f} {Path(rel).name}", (4, 14),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            row,
+            f"IoU {scores[i]:.2f} {Path(rel).name}",
+            (4, 14),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.4,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
         rows.append(row)
     if rows:
         ok, buf = cv2.imencode(".png", np.vstack(rows))
@@ -98,8 +112,10 @@ def main(argv: list[str] | None = None) -> dict:
         "spec": json.loads(spec.to_json()),
         "rule": __doc__.split("\n\n")[1].replace("\n", " "),
     }
-    print(f"all     n={len(s)} mean {s.mean():.4f} median {np.median(s):.4f} "
-          f"below 0.5: {(s < 0.5).mean() * 100:.1f}%")
+    print(
+        f"all     n={len(s)} mean {s.mean():.4f} median {np.median(s):.4f} "
+        f"below 0.5: {(s < 0.5).mean() * 100:.1f}%"
+    )
     args.montage.parent.mkdir(parents=True, exist_ok=True)
     montage(args.data, all_paths, all_scores, spec, args.montage)
     args.json.parent.mkdir(parents=True, exist_ok=True)

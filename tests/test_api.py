@@ -1,0 +1,128 @@
+"""The Classifier API on real images, bad inputs, TTA, threads, and random junk (hypothesis)."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from edge_infer import Classifier, Failure, ImageError, Prediction
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def clf(tiny_onnx):
+    return Classifier(tiny_onnx, threads=2)
+
+
+def test_predict_accepts_path_bytes_and_array(clf, sample_images):
+    p = sample_images[3]
+    by_path = clf.predict(p)
+    by_bytes = clf.predict(p.read_bytes())
+    by_array = clf.predict(cv2.imread(str(p)))
+    for other in (by_bytes, by_array):
+        assert other.label == by_path.label
+        assert abs(other.confidence - by_path.confidence) < 1e-6
+    assert by_path.source == str(p)
+    with pytest.raises(AttributeError):
+        by_path.label = "Benign"  # immutable
+    with pytest.raises(TypeError):
+        by_path.probabilities["Benign"] = 1.0
+
+
+def test_predict_batch_keeps_order_and_reports_failures(clf, sample_images, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    items = [sample_images[0], bad, sample_images[1], b"", tmp_path / "gone.jpg"]
+    out = clf.predict_batch(items, batch_size=2)
+    assert [o.ok for o in out] == [True, False, True, False, False]
+    assert isinstance(out[1], Failure) and "not a readable image" in out[1].error
+    assert out[4].to_record() == {"path": str(tmp_path / "gone.jpg"), "error": "file not found"}
+    single = clf.predict(sample_images[1])
+    assert out[2].label == single.label and abs(out[2].confidence - single.confidence) < 1e-6
+
+
+def test_tta_averages_the_8_views(clf, sample_images):
+    plain = clf.predict(sample_images[0])
+    tta = clf.predict(sample_images[0], tta=True)
+    assert abs(sum(tta.probabilities.values()) - 1) < 1e-5
+    assert tta.label in clf.classes and plain.label in clf.classes
+
+
+def test_blank_image_is_out_of_distribution(clf):
+    p = clf.predict(np.full((224, 224, 3), 240, np.uint8))
+    assert p.out_of_distribution and p.status == "out_of_distribution"
+    assert "no lymphocyte" in p.message
+
+
+def test_one_instance_shared_between_threads(clf, sample_images):
+    expected = {str(p): clf.predict(p).label for p in sample_images}
+    errors = []
+
+    def work():
+        try:
+            for p in sample_images:
+                assert clf.predict(p).label == expected[str(p)]
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def test_runtime_never_imports_tensorflow(tiny_onnx, sample_images):
+    code = (
+        "import sys, edge_infer\n"
+        f"p = edge_infer.Classifier({str(tiny_onnx)!r}).predict({str(sample_images[0])!r})\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx')]\n"
+        "assert not bad, bad\n"
+        "print(p.label)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() in ("Benign", "Early", "Pre", "Pro")
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.binary(max_size=4096))
+def test_random_bytes_give_a_result_or_our_error(clf, data):
+    with contextlib.suppress(ImageError):
+        assert isinstance(clf.predict(data), Prediction)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    arr=hnp.arrays(
+        dtype=st.sampled_from(
+            [np.uint8, np.uint16, np.float32, np.float64, np.int16, np.bool_, np.int64]
+        ),
+        shape=hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=80),
+    )
+)
+def test_random_arrays_give_a_result_or_our_error(clf, arr):
+    with contextlib.suppress(ImageError):
+        assert isinstance(clf.predict(arr), Prediction)

@@ -1,0 +1,118 @@
+"""The real `edge-infer` CLI in subprocesses, on real images."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "edge_infer.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory, sample_images):
+    d = tmp_path_factory.mktemp("mixed")
+    for p in sample_images[:4]:
+        (d / p.name).write_bytes(p.read_bytes())
+    (d / "notes.jpg").write_text("a text file named .jpg")
+    data = sample_images[4].read_bytes()
+    (d / "cut.jpg").write_bytes(data[: len(data) // 3])
+    (d / "readme.txt").write_text("ignored: not an image name")
+    (d / ".hidden.jpg").write_bytes(data)
+    return d
+
+
+def test_classify_jsonl_reports_every_input(tiny_onnx, mixed_folder):
+    r = cli("classify", str(mixed_folder), "--model", str(tiny_onnx), "--format", "jsonl")
+    assert r.returncode == 1, r.stderr
+    recs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(recs) == 6
+    by_name = {Path(x["path"]).name: x for x in recs}
+    assert (
+        "error" in by_name["notes.jpg"] and "not a readable image" in by_name["notes.jpg"]["error"]
+    )
+    assert "truncated" in by_name["cut.jpg"]["error"]
+    good = [x for x in recs if "error" not in x]
+    assert len(good) == 4
+    for x in good:
+        assert set(x) >= {
+            "path",
+            "label",
+            "confidence",
+            "probabilities",
+            "uncertain",
+            "out_of_distribution",
+            "model",
+        }
+        assert x["model"] == "tiny-test"
+        assert abs(sum(x["probabilities"].values()) - 1) < 1e-4
+    assert "2 of 6 inputs could not be classified" in r.stderr
+
+
+def test_classify_all_good_exits_0_and_matches_api(tiny_onnx, sample_images):
+    from edge_infer import Classifier
+
+    files = [str(p) for p in sample_images]
+    r = cli("classify", *files, "--model", str(tiny_onnx), "--format", "csv")
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    api = Classifier(tiny_onnx)
+    for row, f in zip(rows, files, strict=True):
+        assert row["path"] == f and row["label"] == api.predict(f).label
+
+
+def test_classify_table_is_readable(tiny_onnx, sample_images):
+    r = cli("classify", str(sample_images[0]), "--model", str(tiny_onnx))
+    assert r.returncode == 0
+    line = r.stdout.strip()
+    assert line.startswith(str(sample_images[0])) and any(
+        c in line for c in ("Benign", "Early", "Pre", "Pro")
+    )
+
+
+def test_usage_errors_exit_2(tiny_onnx, tmp_path):
+    assert cli("classify").returncode == 2
+    assert cli("classify", str(tmp_path), "--model", str(tiny_onnx)).returncode == 2
+    assert cli("classify", "x.jpg", "--format", "xml").returncode == 2
+
+
+@pytest.mark.parametrize("content", [b"", b"not a model", b"\x08\x01" * 100])
+def test_bad_model_is_one_line_no_traceback(tmp_path, sample_images, content):
+    m = tmp_path / "bad.onnx"
+    m.write_bytes(content)
+    r = cli("classify", str(sample_images[0]), "--model", str(m))
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and str(m) in r.stderr
+
+
+def test_info_and_segment(tiny_onnx, sample_images, tmp_path):
+    r = cli("info", "--model", str(tiny_onnx))
+    assert r.returncode == 0 and "tiny-test" in r.stdout and "Benign, Early, Pre, Pro" in r.stdout
+    meta = json.loads(cli("info", "--model", str(tiny_onnx), "--json").stdout)
+    assert meta["classes"] == ["Benign", "Early", "Pre", "Pro"]
+    out = tmp_path / "overlay.png"
+    r = cli("segment", str(sample_images[6]), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = cli("segment", str(tmp_path / "none.jpg"), "-o", str(out))
+    assert r.returncode == 1 and "file not found" in r.stderr and "Traceback" not in r.stderr

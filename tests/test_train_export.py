@@ -1,0 +1,116 @@
+"""A real (tiny) training run and export: files written, pipeline parity, ONNX metadata."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from edge_infer import Classifier, ModelError
+from edge_infer.preprocess import PreprocessSpec, dihedral, load_image, prepare
+
+pytestmark = pytest.mark.slow
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_training_run_writes_everything(tiny_run):
+    for name in (
+        "model.keras",
+        "history.csv",
+        "curves.png",
+        "confusion_matrix.png",
+        "metrics.json",
+        "ood_stats.npz",
+    ):
+        assert (tiny_run / name).stat().st_size > 0, name
+    for png in ("curves.png", "confusion_matrix.png"):
+        assert (tiny_run / png).read_bytes()[:8] == PNG_MAGIC
+    m = json.loads((tiny_run / "metrics.json").read_text())
+    cm = np.array(m["test"]["confusion_matrix"])
+    assert cm.sum() == m["test"]["n"] == 48
+    assert 0.0 <= m["test"]["accuracy"] <= 1.0
+    assert m["calibration"]["temperature"] > 0
+    assert m["model"]["parameters"] > 0 and len(m["manifest_sha256"]) == 64
+    assert set(m["versions"]) >= {"tensorflow", "keras", "numpy"}
+    with open(tiny_run / "history.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == m["epochs_run"] == 2
+
+
+def test_keras_probabilities_sum_to_one(tiny_run, sample_images):
+    import keras
+
+    model = keras.models.load_model(tiny_run / "model.keras")
+    x = np.stack([prepare(load_image(p)) for p in sample_images])
+    p = np.asarray(model(x, training=False))
+    assert np.allclose(p.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_pipeline_tensors_equal_edge_preprocessing_bit_for_bit(sample_images):
+    from train.pipeline import make_dataset
+
+    spec = PreprocessSpec()
+    ds = make_dataset(sample_images, [0] * len(sample_images), spec, 4, training=False)
+    got = np.concatenate([x.numpy() for x, _ in ds])
+    want = np.stack([prepare(load_image(p), spec) for p in sample_images])
+    assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+def test_tf_augmentations_are_the_8_dihedral_transforms():
+    import tensorflow as tf
+
+    from train.pipeline import dihedral_tf
+
+    x = np.random.default_rng(0).random((6, 6, 3)).astype(np.float32)
+    tf_views = [dihedral_tf(tf.constant(x), tf.constant(k)).numpy() for k in range(8)]
+    assert len({v.tobytes() for v in tf_views}) == 8
+    for k in range(8):
+        assert np.array_equal(tf_views[k], dihedral(x, k))
+
+
+def test_export_parity_report_and_metadata(tiny_onnx):
+    report = json.loads(tiny_onnx.with_suffix(".parity.json").read_text())
+    assert report["passed"] and report["images"] == 48
+    assert report["conversion"]["max_abs_diff"] <= 1e-4
+    assert report["edge_path"]["argmax_agreement"] == 1.0
+    proto = onnx.load(str(tiny_onnx))
+    meta = {p.key: json.loads(p.value) for p in proto.metadata_props}
+    assert meta["classes"] == ["Benign", "Early", "Pre", "Pro"]
+    assert meta["input"]["layout"] == "NHWC" and meta["model_version"] == "tiny-test"
+    assert PreprocessSpec.from_json(meta["preprocess"]) == PreprocessSpec()
+    assert meta["ood"]["threshold"] > 0
+    assert [o.name for o in proto.graph.output] == ["probabilities", "ood_score"]
+
+
+def test_edge_infer_loads_the_export(tiny_onnx, sample_images):
+    clf = Classifier(tiny_onnx)
+    assert clf.version == "tiny-test" and clf.classes == ("Benign", "Early", "Pre", "Pro")
+    p = clf.predict(sample_images[0])
+    assert abs(sum(p.probabilities.values()) - 1) < 1e-5
+    assert p.label in clf.classes and p.status in ("ok", "uncertain", "out_of_distribution")
+
+
+def test_bad_model_files_are_refused_clearly(tmp_path, tiny_onnx):
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(tiny_onnx.read_bytes()[:5000])
+    text = tmp_path / "notes.onnx"
+    text.write_text("hello, I am not a model\n")
+    proto = onnx.load(str(tiny_onnx))
+    del proto.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(proto, str(bare))
+    cases = {
+        truncated: "not a loadable ONNX model",
+        text: "not a loadable ONNX model",
+        bare: "no edge_infer metadata",
+        tmp_path / "missing.onnx": "not found",
+    }
+    for path, reason in cases.items():
+        with pytest.raises(ModelError) as exc:
+            Classifier(path)
+        assert str(exc.value).startswith(str(path)) and reason in str(exc.value)
+        assert "\n" not in str(exc.value)
