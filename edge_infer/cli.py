@@ -142,5 +142,88 @@ def segment(image, output, model) -> None:
     click.echo(f"{image}: {mask.mean() * 100:.1f}% of the image segmented as cell -> {output}")
 
 
+@main.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option(
+    "--results",
+    type=click.Path(dir_okay=False),
+    default="results.jsonl",
+    show_default=True,
+    help="Results file (.jsonl or .csv); also the ledger.",
+)
+@click.option(
+    "--done-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Move classified originals here.",
+)
+@click.option(
+    "--failed-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Move files that could not be classified here.",
+)
+@click.option("--recursive", "-r", is_flag=True)
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.05),
+    default=2.0,
+    show_default=True,
+    help="Seconds between folder scans.",
+)
+@click.option(
+    "--settle",
+    type=click.FloatRange(0),
+    default=2.0,
+    show_default=True,
+    help="Seconds a file's size and mtime must stay unchanged before it is read.",
+)
+@click.option("--heartbeat", type=click.FloatRange(1), default=60.0, show_default=True)
+@click.option("--once", is_flag=True, help="Process what is there, then exit.")
+@click.option("--tta", is_flag=True)
+@model_option
+@threads_option
+def watch(
+    folder,
+    results,
+    done_dir,
+    failed_dir,
+    recursive,
+    interval,
+    settle,
+    heartbeat,
+    once,
+    tta,
+    model,
+    threads,
+) -> None:
+    """Classify every image saved into FOLDER, exactly once, until SIGINT/SIGTERM."""
+    import logging
+
+    from .watch import Watcher
+
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    clf = _classifier(model, threads, tta)
+    w = Watcher(
+        Path(folder),
+        clf,
+        Path(results),
+        done_dir=Path(done_dir) if done_dir else None,
+        failed_dir=Path(failed_dir) if failed_dir else None,
+        recursive=recursive,
+        interval=interval,
+        settle=settle,
+        tta=tta,
+        heartbeat=heartbeat,
+    )
+    w.install_signal_handlers()
+    logging.getLogger("edge_infer.watch").info(
+        "watching %s -> %s (model %s)", w.folder, results, clf.version
+    )
+    w.run(once=once)
+
+
 if __name__ == "__main__":
     main()

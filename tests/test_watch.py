@@ -1,0 +1,187 @@
+"""`edge-infer watch` as a real process on a real folder while another process writes into it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from edge_infer import Classifier
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+WRITER = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+    dest = Path(sys.argv[1]); sources = sys.argv[2:]
+    for i, src in enumerate(sources):
+        data = Path(src).read_bytes()
+        name = Path(src).name
+        tmp = dest / (name + ".part") if i % 3 == 0 else dest / name
+        with open(tmp, "wb") as fh:          # slow copy, in chunks, like a camera or a share
+            for j in range(0, len(data), 4096):
+                fh.write(data[j:j + 4096]); fh.flush(); time.sleep(0.01)
+        if tmp.name.endswith(".part"):
+            os.rename(tmp, dest / name)
+        time.sleep(0.15)
+    (dest / "notes.jpg").write_text("a text file with an image name")
+    cut = Path(sources[0]).read_bytes()
+    (dest / "cut.jpg").write_bytes(cut[: len(cut) // 2])
+    (dest / "readme.txt").write_text("not an image by name or content: ignored")
+    """
+)
+
+
+def start_watcher(folder: Path, results: Path, model: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edge_infer.cli",
+            "watch",
+            str(folder),
+            "--results",
+            str(results),
+            "--model",
+            str(model),
+            "--interval",
+            "0.2",
+            "--settle",
+            "0.6",
+            "--heartbeat",
+            "2",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def records(results: Path) -> list[dict]:
+    if not results.exists():
+        return []
+    return [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+
+
+def wait_for(cond, timeout: float = 120.0) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def test_watch_survives_sigterm_and_kill9_without_loss_or_duplicates(tmp_path, data, tiny_onnx):
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    results = tmp_path / "results.jsonl"
+    sources = []
+    for c in ("Benign", "Early", "Pre", "Pro"):
+        sources += sorted((data / "Original" / c).glob("*.jpg"))[20:25]
+    # two images are already there when the watcher starts: the backlog
+    for s in sources[:2]:
+        (folder / s.name).write_bytes(s.read_bytes())
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(folder), *map(str, sources[2:])])
+
+    w = start_watcher(folder, results, tiny_onnx)
+    wait_for(lambda: len(records(results)) >= 4)
+    w.send_signal(signal.SIGTERM)  # graceful: finish the file in hand, exit 0
+    out, err = w.communicate(timeout=60)
+    assert w.returncode == 0, err
+    assert "alive:" in err
+
+    w = start_watcher(folder, results, tiny_onnx)
+    wait_for(lambda: len(records(results)) >= 9)
+    w.kill()  # kill -9, at whatever moment it is in
+    w.wait(timeout=30)
+
+    w = start_watcher(folder, results, tiny_onnx)
+    writer.wait(timeout=120)
+    expected = {s.name for s in sources} | {"notes.jpg", "cut.jpg"}
+    wait_for(lambda: {Path(r["path"]).name for r in records(results)} >= expected)
+    time.sleep(1.5)  # give a duplicate, if there were to be one, the time to appear
+    w.send_signal(signal.SIGTERM)
+    _, err = w.communicate(timeout=60)
+    assert w.returncode == 0, err
+
+    recs = records(results)
+    counts = Counter(Path(r["path"]).name for r in recs)
+    assert set(counts) == expected, counts
+    assert all(n == 1 for n in counts.values()), counts
+    by_name = {Path(r["path"]).name: r for r in recs}
+    assert "not a readable image" in by_name["notes.jpg"]["error"]
+    assert "truncated" in by_name["cut.jpg"]["error"]
+    clf = Classifier(tiny_onnx)
+    for s in sources:
+        r = by_name[s.name]
+        assert r["label"] == clf.predict(s).label
+        assert r["size"] == s.stat().st_size and len(r["sha256"]) == 64 and r["classified_at"]
+
+
+def test_watch_once_moves_files_and_reclassifies_a_replaced_file(tmp_path, data, tiny_onnx):
+    folder, done, failed = tmp_path / "in", tmp_path / "done", tmp_path / "failed"
+    folder.mkdir()
+    imgs = sorted((data / "Original" / "Pre").glob("*.jpg"))[:3]
+    for s in imgs:
+        (folder / s.name).write_bytes(s.read_bytes())
+    (folder / "bad.jpg").write_text("nope")
+    done.mkdir()
+    (done / imgs[0].name).write_bytes(b"an older file of the same name")
+    results = tmp_path / "r.csv"
+
+    def once():
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "edge_infer.cli",
+                "watch",
+                str(folder),
+                "--once",
+                "--results",
+                str(results),
+                "--model",
+                str(tiny_onnx),
+                "--settle",
+                "0.3",
+                "--interval",
+                "0.1",
+                "--done-dir",
+                str(done),
+                "--failed-dir",
+                str(failed),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+
+    r = once()
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in folder.iterdir()) == []
+    assert (failed / "bad.jpg").exists()
+    assert (done / imgs[0].name).read_bytes() == b"an older file of the same name"
+    assert (done / f"{imgs[0].stem}-1.jpg").read_bytes() == imgs[0].read_bytes()
+    lines = results.read_text().splitlines()
+    assert len(lines) == 1 + 4  # header + one row per file
+    # the same name comes back with other content: classified again
+    (folder / imgs[1].name).write_bytes(imgs[2].read_bytes())
+    r = once()
+    assert r.returncode == 0, r.stderr
+    assert len(results.read_text().splitlines()) == 1 + 5
