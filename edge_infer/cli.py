@@ -225,5 +225,40 @@ def watch(
     w.run(once=once)
 
 
+@main.command()
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to listen on (loopback: only this PC).",
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--max-upload-mb", type=click.FloatRange(0.1, 512), default=20.0, show_default=True)
+@model_option
+@threads_option
+def serve(host, port, max_upload_mb, model, threads) -> None:
+    """A local upload page and JSON API (POST /api/classify, GET /api/model, GET /healthz)."""
+    import logging
+
+    from .serve import make_server
+
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    clf = _classifier(model, threads)
+    try:
+        server = make_server(clf, host, port, int(max_upload_mb * 1024 * 1024))
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    h, p = server.server_address[:2]
+    click.echo(f"serving model {clf.version} on http://{h}:{p}/  (Ctrl+C to stop)", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 if __name__ == "__main__":
     main()
