@@ -26,6 +26,10 @@ STATUS_UNCERTAIN = "uncertain"
 STATUS_OOD = "out_of_distribution"
 
 OOD_MESSAGE = "not recognised: outside what this model was trained on; do not use this result"
+IMAGE_OOD_MESSAGE = (
+    "not recognised: colour, stain or sharpness unlike the training images "
+    "(another stain, camera, magnification or focus?); do not use this result"
+)
 NO_CELL_MESSAGE = "no lymphocyte in view: no violet-stained cell found"
 UNCERTAIN_MESSAGE = "uncertain: review by a specialist"
 
@@ -41,6 +45,7 @@ class Prediction:
     uncertain: bool
     out_of_distribution: bool
     ood_score: float | None
+    image_score: float | None
     status: str
     message: str
     model: str
@@ -56,6 +61,7 @@ class Prediction:
             "uncertain": self.uncertain,
             "out_of_distribution": self.out_of_distribution,
             "ood_score": None if self.ood_score is None else round(self.ood_score, 4),
+            "image_score": None if self.image_score is None else round(self.image_score, 4),
             "status": self.status,
             "message": self.message,
             "model": self.model,
@@ -160,6 +166,8 @@ class Classifier:
         spec = self.info.spec
         x = np.stack([prepare(img, spec) for img in bgr_images])
         cells = [cell_fraction(img, spec) for img in bgr_images]
+        guard = self.info.image_guard
+        image_scores = [guard.score(img) if guard else None for img in bgr_images]
         if tta:
             views = np.concatenate([dihedral(x, k) for k in range(8)])
             out = _model.run(self.session, self.info, views)
@@ -171,12 +179,23 @@ class Classifier:
             probs = out["probabilities"]
             scores = out["ood_score"].reshape(-1) if "ood_score" in out else None
         return [
-            self._decide(names[i], probs[i], None if scores is None else float(scores[i]), cells[i])
+            self._decide(
+                names[i],
+                probs[i],
+                None if scores is None else float(scores[i]),
+                cells[i],
+                image_scores[i],
+            )
             for i in range(len(x))
         ]
 
     def _decide(
-        self, name: str, probs: np.ndarray, score: float | None, cell_fraction: float
+        self,
+        name: str,
+        probs: np.ndarray,
+        score: float | None,
+        cell_fraction: float,
+        image_score: float | None = None,
     ) -> Prediction:
         info = self.info
         k = int(np.argmax(probs))
@@ -185,10 +204,21 @@ class Classifier:
         feature_ood = (
             score is not None and info.ood_threshold is not None and score > info.ood_threshold
         )
+        image_ood = (
+            image_score is not None
+            and info.image_guard is not None
+            and image_score > info.image_guard.threshold
+        )
         no_cell = cell_fraction < info.spec.min_cell_fraction
-        ood = feature_ood or no_cell
+        ood = feature_ood or no_cell or image_ood
         if ood:
-            status, message = STATUS_OOD, NO_CELL_MESSAGE if no_cell else OOD_MESSAGE
+            status = STATUS_OOD
+            if no_cell:
+                message = NO_CELL_MESSAGE
+            elif image_ood and not feature_ood:
+                message = IMAGE_OOD_MESSAGE
+            else:
+                message = OOD_MESSAGE
         elif uncertain:
             status, message = STATUS_UNCERTAIN, UNCERTAIN_MESSAGE
         else:
@@ -203,6 +233,7 @@ class Classifier:
             uncertain=uncertain,
             out_of_distribution=ood,
             ood_score=score,
+            image_score=image_score,
             status=status,
             message=message,
             model=info.version,

@@ -260,5 +260,42 @@ def serve(host, port, max_upload_mb, model, threads) -> None:
         server.server_close()
 
 
+@main.command()
+@model_option
+@click.option(
+    "--images",
+    type=click.Path(exists=True, file_okay=False),
+    required=True,
+    help="Folder of real images (searched recursively).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    default=300,
+    show_default=True,
+    help="Images to use, spread over the folder.",
+)
+@threads_option
+@click.option("--batch", type=click.IntRange(1, 1024), default=32, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def bench(model, images, limit, threads, batch, as_json) -> None:
+    """Cold start, latency (preprocess vs inference), throughput, peak RSS, model size."""
+    from .bench import cold_start_seconds, collect_images, import_seconds, run_bench
+
+    files = collect_images(images, limit)
+    if not files:
+        raise click.UsageError(f"no images under {images}")
+    _classifier(model, 1)  # a bad model fails here, in one line
+    click.echo(f"benchmarking on {len(files)} images ...", err=True)
+    figures = run_bench(model, files, threads, batch)
+    figures["import_s"] = import_seconds()
+    figures["cold_start_s"] = cold_start_seconds(model, files[0])
+    if as_json:
+        click.echo(json.dumps(figures, indent=2))
+        return
+    for key, value in figures.items():
+        click.echo(f"{key:28s} {value:.3f}" if isinstance(value, float) else f"{key:28s} {value}")
+
+
 if __name__ == "__main__":
     main()

@@ -17,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .errors import ModelError
+from .guard import ImageStatsGuard
 from .preprocess import PreprocessSpec
 
 #: metadata key that marks a model written by `python -m export`
@@ -54,6 +55,7 @@ class ModelInfo:
     temperature: float
     ood_threshold: float | None
     outputs: tuple[str, ...]
+    image_guard: ImageStatsGuard | None = None
     metadata: dict[str, Any] = field(repr=False, default_factory=dict)
 
     @property
@@ -115,6 +117,9 @@ def open_session(
             if meta.get("ood", {}).get("threshold") is None
             else float(meta["ood"]["threshold"]),
             outputs=tuple(o.name for o in session.get_outputs()),
+            image_guard=ImageStatsGuard.from_json(meta["ood"]["image_stats"])
+            if meta.get("ood", {}).get("image_stats")
+            else None,
             metadata=meta,
         )
     except (KeyError, TypeError, ValueError) as exc:

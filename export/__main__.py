@@ -56,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     threshold = args.uncertain_below or metrics["uncertainty"]["threshold"]
     step("converting with tf2onnx")
     proto = convert(export_model, spec.input_size)
-    write_metadata(proto, metadata_for(metrics, version, threshold))
+    guard_file = args.run / "image_guard.json"
+    image_guard = json.loads(guard_file.read_text()) if guard_file.exists() else None
+    if image_guard is None:
+        step(f"no {guard_file}: the image-statistics guard is left out (python -m train.guard)")
+    write_metadata(proto, metadata_for(metrics, version, threshold, image_guard))
     onnx.checker.check_model(proto, full_check=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(args.out))

@@ -76,7 +76,9 @@ def rename_outputs(proto: onnx.ModelProto, names: list[str]) -> None:
         out.name = new
 
 
-def metadata_for(metrics: dict, version: str, uncertain_below: float) -> dict[str, object]:
+def metadata_for(
+    metrics: dict, version: str, uncertain_below: float, image_guard: dict | None = None
+) -> dict[str, object]:
     """Everything the runtime (or any ONNX tool) needs, as JSON-serialisable values."""
     spec = metrics["preprocess"]
     size = int(spec["input_size"])
@@ -104,6 +106,7 @@ def metadata_for(metrics: dict, version: str, uncertain_below: float) -> dict[st
             "threshold": metrics["ood"]["threshold"],
             "rule": metrics["ood"]["threshold_rule"],
             "score": metrics["ood"]["score"],
+            "image_stats": image_guard,
         },
         "model_version": version,
         "metrics": {

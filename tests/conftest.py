@@ -72,6 +72,8 @@ def tiny_run(data: Path, tmp_path_factory) -> Path:
         "3",
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    r = run_module("train.guard", "--run", str(out), "--data", str(data))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     return out
 
 

@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from edge_infer import Classifier
+from edge_infer.preprocess import load_image
 from train.dataset import read_manifest, select
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,3 +62,78 @@ def test_cli_reproduces_recorded_test_accuracy(data):
     assert correct / len(recs) == pytest.approx(metrics["test"]["accuracy"], abs=1e-9)
     # the out-of-distribution guard stays quiet on clean in-distribution images
     assert sum(rec["out_of_distribution"] for rec in recs) / len(recs) <= 0.03
+
+
+def _ood_images(sample: Path) -> dict[str, np.ndarray]:
+    img = load_image(sample)
+    hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+    hsv[..., 0] = (hsv[..., 0].astype(int) + 45) % 180
+    rng = np.random.default_rng(1)
+    return {
+        "hue_shift.png": cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR),
+        "noise.png": rng.integers(0, 256, img.shape, dtype=np.uint8),
+    }
+
+
+def test_guard_statistics_travel_in_the_model():
+    clf = Classifier()
+    run = MODELS / "run"
+    guard = json.loads((run / "image_guard.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert clf.info.image_guard.threshold == pytest.approx(guard["threshold"])
+    assert clf.info.ood_threshold == pytest.approx(metrics["ood"]["threshold"])
+    assert "ood_score" in clf.info.outputs
+
+
+def test_guard_in_api_cli_and_watcher(sample_images, tmp_path):
+    clf = Classifier()
+    clean = sample_images[2]
+    assert not clf.predict(clean).out_of_distribution
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, img in _ood_images(clean).items():
+        assert clf.predict(img).out_of_distribution, name
+        ok, buf = cv2.imencode(".png", img)
+        (folder / name).write_bytes(buf.tobytes())
+    (folder / clean.name).write_bytes(clean.read_bytes())
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_infer.cli", "classify", str(folder), "--format", "jsonl"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    flags = {
+        Path(x["path"]).name: x["out_of_distribution"]
+        for x in map(json.loads, r.stdout.splitlines())
+    }
+    assert flags == {"hue_shift.png": True, "noise.png": True, clean.name: False}
+    results = tmp_path / "r.jsonl"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_infer.cli",
+            "watch",
+            str(folder),
+            "--once",
+            "--settle",
+            "0",
+            "--interval",
+            "0.1",
+            "--results",
+            str(results),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    recs = [json.loads(line) for line in results.read_text().splitlines()]
+    assert {Path(x["path"]).name: x["out_of_distribution"] for x in recs} == flags
+    assert all(x["status"] == "out_of_distribution" for x in recs if x["out_of_distribution"])
