@@ -14,6 +14,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from edge_infer.model import SCHEMA_KEY, SCHEMA_VERSION
+from edge_infer.preprocess import PreprocessSpec
 
 OPSET = 17
 
@@ -80,7 +81,8 @@ def metadata_for(
     metrics: dict, version: str, uncertain_below: float, image_guard: dict | None = None
 ) -> dict[str, object]:
     """Everything the runtime (or any ONNX tool) needs, as JSON-serialisable values."""
-    spec = metrics["preprocess"]
+    # the complete spec (defaults filled in), so the model states every parameter it relies on
+    spec = json.loads(PreprocessSpec.from_json(metrics["preprocess"]).to_json())
     size = int(spec["input_size"])
     test = metrics["test"]
     return {
