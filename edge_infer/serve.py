@@ -28,6 +28,9 @@ from .preprocess import load_image, overlay, segment
 log = logging.getLogger("edge_infer.serve")
 
 MAX_BODY_BYTES = 20 * 1024 * 1024
+#: an oversized body up to this size is read and discarded before the 413; beyond it the
+#: connection is closed at once
+DRAIN_LIMIT = 128 * 1024 * 1024
 STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
@@ -160,6 +163,13 @@ class Handler(BaseHTTPRequestHandler):
             raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "Content-Length required") from None
         if length > self.max_body:
             self.close_connection = True
+            if length <= DRAIN_LIMIT:  # read it away, so the client sees the 413, not a reset
+                remaining = length
+                while remaining > 0:
+                    chunk = self.rfile.read(min(remaining, 1 << 16))
+                    if not chunk:
+                        break
+                    remaining -= len(chunk)
             raise BadRequest(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 f"body of {length} bytes is over the {self.max_body}-byte limit",

@@ -118,6 +118,16 @@ def test_bad_requests_get_clear_errors(server, body, ctype, status, reason):
     assert got == status and reason in rec["error"]
 
 
+def test_huge_declared_body_is_refused_before_it_is_sent(server):
+    with socket.create_connection(server, timeout=10) as s:
+        s.sendall(
+            b"POST /api/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+            b"Content-Length: 10000000000\r\n\r\n"
+        )
+        reply = s.recv(4096)
+    assert reply.startswith(b"HTTP/1.0 413") or reply.startswith(b"HTTP/1.1 413")
+
+
 def test_malformed_requests_do_not_stop_the_server(server, sample_images):
     for junk in (
         b"\x16\x03\x01garbage\r\n\r\n",
