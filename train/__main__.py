@@ -39,6 +39,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--input-size", type=int, default=128)
     ap.add_argument("--mask-background", action="store_true", help="feed the segmented image")
     ap.add_argument("--no-color-jitter", action="store_true")
+    ap.add_argument(
+        "--class-weight",
+        choices=("none", "balanced"),
+        default="none",
+        help="balanced: weight each class's loss by N / (classes * count), for the minority Benign",
+    )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument(
         "--limit",
@@ -152,6 +158,13 @@ def main(argv: list[str] | None = None) -> dict:
     n_params = model.count_params()
     print(f"model: {n_params} parameters, {count_flops(model) / 1e6:.1f} M MACs/image", flush=True)
 
+    class_weight = None
+    if args.class_weight == "balanced":
+        counts = np.bincount(ytr, minlength=len(CLASSES))
+        class_weight = {i: len(ytr) / (len(CLASSES) * c) for i, c in enumerate(counts) if c}
+        print(
+            "class weights: " + ", ".join(f"{CLASSES[i]} {w:.2f}" for i, w in class_weight.items())
+        )
     best = BestEpoch(patience=args.patience)
     t0 = time.time()
     hist = model.fit(
@@ -159,6 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
         validation_data=ds_va,
         epochs=args.epochs,
         verbose=0,
+        class_weight=class_weight,
         callbacks=[best, ProgressLine(args.epochs)],
     )
     train_seconds = time.time() - t0
@@ -248,6 +262,7 @@ def main(argv: list[str] | None = None) -> dict:
             "lr": args.lr,
             "seed": args.seed,
             "color_jitter": not args.no_color_jitter,
+            "class_weight": args.class_weight,
             "limit": args.limit,
             "strategy": args.strategy,
             "cpu_count": os.cpu_count(),
