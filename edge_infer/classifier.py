@@ -16,7 +16,14 @@ import numpy as np
 
 from . import model as _model
 from .errors import EdgeInferError, ImageError
-from .preprocess import as_bgr_array, cell_fraction, dihedral, load_image, prepare
+from .preprocess import (
+    as_bgr_array,
+    cell_fraction,
+    dihedral,
+    load_image,
+    resize_to_input,
+    to_tensor,
+)
 
 Image = str | Path | bytes | bytearray | memoryview | np.ndarray
 
@@ -164,10 +171,17 @@ class Classifier:
             return []
         tta = self.tta if tta is None else tta
         spec = self.info.spec
-        x = np.stack([prepare(img, spec) for img in bgr_images])
+        small = [resize_to_input(img, spec) for img in bgr_images]
+        x = np.stack([to_tensor(img, spec) for img in small])
         cells = [cell_fraction(img, spec) for img in bgr_images]
         guard = self.info.image_guard
-        image_scores = [guard.score(img) if guard else None for img in bgr_images]
+        # the guard's statistics are defined on the unmasked image at its working size: reuse
+        # the network's resized image when that is the same thing
+        reuse = not spec.mask_background and guard is not None and guard.size == spec.input_size
+        image_scores = [
+            guard.score(s if reuse else img) if guard else None
+            for s, img in zip(small, bgr_images, strict=True)
+        ]
         if tta:
             views = np.concatenate([dihedral(x, k) for k in range(8)])
             out = _model.run(self.session, self.info, views)

@@ -33,7 +33,9 @@ def image_statistics(bgr: np.ndarray, size: int = 128) -> np.ndarray:
 
     OpenCV reductions (meanStdDev, countNonZero) throughout: this runs for every image, and
     numpy float conversions of the pixels cost more than the network does."""
-    img = cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA)
+    img = bgr
+    if img.shape[:2] != (size, size):
+        img = cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA)
     lab_mean, lab_std = cv2.meanStdDev(cv2.cvtColor(img, cv2.COLOR_BGR2LAB))
     hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
     stained = cv2.inRange(hsv, (0, 50, 0), (180, 255, 255))

@@ -280,8 +280,10 @@ def overlay(bgr: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarra
 # --------------------------------------------------------------------------- tensors
 
 
-def prepare(bgr: np.ndarray, spec: PreprocessSpec | None = None) -> np.ndarray:
-    """One BGR uint8 image -> float32 HxWx3 network input, as the spec says."""
+def resize_to_input(bgr: np.ndarray, spec: PreprocessSpec | None = None) -> np.ndarray:
+    """The (masked, if the spec says so) image at the network's input size, still BGR uint8.
+
+    The runtime reuses it for the image-statistics guard, so the resize is paid once."""
     spec = spec or PreprocessSpec()
     img = bgr
     if spec.mask_background:
@@ -289,9 +291,21 @@ def prepare(bgr: np.ndarray, spec: PreprocessSpec | None = None) -> np.ndarray:
     size = (spec.input_size, spec.input_size)
     if img.shape[:2] != size:
         img = cv2.resize(img, size, interpolation=_INTERPOLATIONS[spec.interpolation])
+    return img
+
+
+def to_tensor(small_bgr: np.ndarray, spec: PreprocessSpec | None = None) -> np.ndarray:
+    """An input-size BGR uint8 image -> float32 HxWx3 in the spec's channel order and scale."""
+    spec = spec or PreprocessSpec()
+    img = small_bgr
     if spec.channel_order == "RGB":
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     return img.astype(np.float32) * np.float32(spec.scale)
+
+
+def prepare(bgr: np.ndarray, spec: PreprocessSpec | None = None) -> np.ndarray:
+    """One BGR uint8 image -> float32 HxWx3 network input, as the spec says."""
+    return to_tensor(resize_to_input(bgr, spec), spec)
 
 
 def prepare_batch(images: Sequence[np.ndarray], spec: PreprocessSpec | None = None) -> np.ndarray:
