@@ -27,6 +27,10 @@ from .preprocess import (
 
 Image = str | Path | bytes | bytearray | memoryview | np.ndarray
 
+#: images per network call: measured here, batch 8 ran as fast as 32 (331 vs 352 images/s, within
+#: noise) with 156 MB peak memory instead of 230 MB (onnxruntime's arena grows with the batch)
+DEFAULT_BATCH = 8
+
 #: a result is exactly one of these
 STATUS_OK = "ok"
 STATUS_UNCERTAIN = "uncertain"
@@ -131,7 +135,7 @@ class Classifier:
         return self.predict_arrays([self.load(image, name)], [name], tta)[0]
 
     def predict_batch(
-        self, images: Iterable[Image], tta: bool | None = None, batch_size: int = 32
+        self, images: Iterable[Image], tta: bool | None = None, batch_size: int = DEFAULT_BATCH
     ) -> list[Outcome]:
         """Classify many; a bad input becomes a Failure in its place, the rest go on."""
         return list(self.iter_predict(images, tta=tta, batch_size=batch_size))
@@ -140,7 +144,7 @@ class Classifier:
         self,
         images: Iterable[Image],
         tta: bool | None = None,
-        batch_size: int = 32,
+        batch_size: int = DEFAULT_BATCH,
         names: Iterable[str] | None = None,
     ) -> Iterable[Outcome]:
         """Like predict_batch, but yields outcomes in input order as batches finish, so memory

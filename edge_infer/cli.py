@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .classifier import DEFAULT_BATCH
 from .errors import EdgeInferError, ModelError
 from .formats import RecordWriter
 from .inputs import expand_paths
@@ -53,7 +54,9 @@ def main() -> None:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--recursive", "-r", is_flag=True, help="Descend into sub-folders.")
 @click.option("--tta", is_flag=True, help="Average over the 8 flip/rotate views.")
-@click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True)
+@click.option(
+    "--batch-size", type=click.IntRange(1, 1024), default=DEFAULT_BATCH, show_default=True
+)
 @threads_option
 def classify(paths, model, fmt, recursive, tta, batch_size, threads) -> None:
     """Classify image files and folders. Exit 0 if every input was classified, 1 if some failed."""
@@ -276,7 +279,7 @@ def serve(host, port, max_upload_mb, model, threads) -> None:
     help="Images to use, spread over the folder.",
 )
 @threads_option
-@click.option("--batch", type=click.IntRange(1, 1024), default=32, show_default=True)
+@click.option("--batch", type=click.IntRange(1, 1024), default=DEFAULT_BATCH, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def bench(model, images, limit, threads, batch, as_json) -> None:
     """Cold start, latency (preprocess vs inference), throughput, peak RSS, model size."""

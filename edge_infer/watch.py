@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .classifier import Classifier
+from .classifier import DEFAULT_BATCH, Classifier
 from .formats import RecordWriter
 from .inputs import IMAGE_SUFFIXES, is_hidden_or_temporary
 
@@ -128,7 +128,7 @@ class Watcher:
         interval: float = 2.0,
         settle: float = 2.0,
         tta: bool = False,
-        batch_size: int = 32,
+        batch_size: int = DEFAULT_BATCH,
         heartbeat: float = 60.0,
     ) -> None:
         self.folder = Path(folder).absolute()
