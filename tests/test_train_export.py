@@ -114,3 +114,29 @@ def test_bad_model_files_are_refused_clearly(tmp_path, tiny_onnx):
             Classifier(path)
         assert str(exc.value).startswith(str(path)) and reason in str(exc.value)
         assert "\n" not in str(exc.value)
+
+
+def test_mirrored_strategy_trains_on_one_cpu_replica(data, tmp_path):
+    from tests.conftest import run_module
+
+    out = tmp_path / "mirrored"
+    r = run_module(
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--limit",
+        "4",
+        "--width",
+        "0.25",
+        "--batch-size",
+        "8",
+        "--strategy",
+        "mirrored",
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["training"]["strategy"] == "mirrored" and m["test"]["n"] == 16
