@@ -40,6 +40,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--mask-background", action="store_true", help="feed the segmented image")
     ap.add_argument("--no-color-jitter", action="store_true")
     ap.add_argument(
+        "--ema",
+        action="store_true",
+        help="validate and keep an exponential moving average of the weights (momentum 0.99)",
+    )
+    ap.add_argument(
         "--class-weight",
         choices=("none", "balanced"),
         default="none",
@@ -151,7 +156,9 @@ def main(argv: list[str] | None = None) -> dict:
             args.lr * 0.1, steps, warmup_target=args.lr, warmup_steps=max(1, steps // 20)
         )
         model.compile(
-            optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4),
+            optimizer=keras.optimizers.AdamW(
+                schedule, weight_decay=1e-4, use_ema=args.ema, ema_momentum=0.99
+            ),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
@@ -165,7 +172,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(
             "class weights: " + ", ".join(f"{CLASSES[i]} {w:.2f}" for i, w in class_weight.items())
         )
-    best = BestEpoch(patience=args.patience)
+    ema = keras.callbacks.SwapEMAWeights(swap_on_epoch=False) if args.ema else None
+    best = BestEpoch(patience=args.patience, ema=ema)
     t0 = time.time()
     hist = model.fit(
         ds_tr,
@@ -173,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
         epochs=args.epochs,
         verbose=0,
         class_weight=class_weight,
-        callbacks=[best, ProgressLine(args.epochs)],
+        callbacks=[c for c in (ema, best, ProgressLine(args.epochs)) if c is not None],
     )
     train_seconds = time.time() - t0
     history = hist.history
@@ -263,6 +271,7 @@ def main(argv: list[str] | None = None) -> dict:
             "seed": args.seed,
             "color_jitter": not args.no_color_jitter,
             "class_weight": args.class_weight,
+            "ema": args.ema,
             "limit": args.limit,
             "strategy": args.strategy,
             "cpu_count": os.cpu_count(),

@@ -13,9 +13,10 @@ class BestEpoch(keras.callbacks.Callback):
     inference mode), lower validation loss breaking ties; stop after `patience` epochs without
     improvement and restore the best weights at the end."""
 
-    def __init__(self, patience: int = 10) -> None:
+    def __init__(self, patience: int = 10, ema: keras.callbacks.Callback | None = None) -> None:
         super().__init__()
         self.patience = patience
+        self.ema = ema  # a SwapEMAWeights callback: keep the averaged weights, not the raw ones
         self.best_key: tuple[float, float] | None = None
         self.best_epoch = 0
         self.best_weights = None
@@ -26,7 +27,12 @@ class BestEpoch(keras.callbacks.Callback):
         if self.best_key is None or key > self.best_key:
             self.best_key = key
             self.best_epoch = epoch + 1
-            self.best_weights = self.model.get_weights()
+            if self.ema is not None:
+                self.ema.on_test_begin()  # swaps the EMA weights in ...
+                self.best_weights = self.model.get_weights()
+                self.ema.on_test_end()  # ... and back out
+            else:
+                self.best_weights = self.model.get_weights()
         elif epoch + 1 - self.best_epoch >= self.patience:
             self.model.stop_training = True
 
