@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     image_guard = json.loads(guard_file.read_text()) if guard_file.exists() else None
     if image_guard is None:
         step(f"no {guard_file}: the image-statistics guard is left out (python -m train.guard)")
+    if image_guard and "feature_threshold" in image_guard:  # re-thresholded by train.guard
+        metrics["ood"]["threshold"] = image_guard["feature_threshold"]
+        metrics["ood"]["threshold_rule"] = image_guard["threshold_rule"]
     write_metadata(proto, metadata_for(metrics, version, threshold, image_guard))
     onnx.checker.check_model(proto, full_check=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

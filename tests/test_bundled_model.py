@@ -81,7 +81,8 @@ def test_guard_statistics_travel_in_the_model():
     guard = json.loads((run / "image_guard.json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
     assert clf.info.image_guard.threshold == pytest.approx(guard["threshold"])
-    assert clf.info.ood_threshold == pytest.approx(metrics["ood"]["threshold"])
+    feature_threshold = guard.get("feature_threshold", metrics["ood"]["threshold"])
+    assert clf.info.ood_threshold == pytest.approx(feature_threshold)
     assert "ood_score" in clf.info.outputs
 
 
