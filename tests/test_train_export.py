@@ -140,3 +140,33 @@ def test_mirrored_strategy_trains_on_one_cpu_replica(data, tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
     assert m["training"]["strategy"] == "mirrored" and m["test"]["n"] == 16
+
+
+def test_training_is_deterministic_given_a_seed(data, tmp_path):
+    from tests.conftest import run_module
+
+    outs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        r = run_module(
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--limit",
+            "4",
+            "--width",
+            "0.25",
+            "--batch-size",
+            "8",
+            "--seed",
+            "5",
+        )
+        assert r.returncode == 0, r.stderr[-3000:]
+        outs.append(out)
+    assert (outs[0] / "history.csv").read_text() == (outs[1] / "history.csv").read_text()
+    a, b = (json.loads((o / "metrics.json").read_text()) for o in outs)
+    assert a["test"] == b["test"] and a["calibration"] == b["calibration"]
