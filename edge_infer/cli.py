@@ -17,13 +17,20 @@ from .inputs import expand_paths
 FORMATS = ("table", "jsonl", "csv")
 
 
+class BadModel(click.ClickException):
+    """A model that cannot be used: one line on stderr, exit 2 (like other usage errors), so
+    scripts can tell it from 'some inputs failed' (1)."""
+
+    exit_code = 2
+
+
 def _classifier(model: str | None, threads: int | None, tta: bool = False):
     from .classifier import Classifier
 
     try:
         return Classifier(model, threads=threads, tta=tta)
     except ModelError as exc:
-        raise click.ClickException(f"model {exc}") from None
+        raise BadModel(f"model {exc}") from None
 
 
 model_option = click.option(

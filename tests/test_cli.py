@@ -100,7 +100,7 @@ def test_bad_model_is_one_line_no_traceback(tmp_path, sample_images, content):
     m = tmp_path / "bad.onnx"
     m.write_bytes(content)
     r = cli("classify", str(sample_images[0]), "--model", str(m))
-    assert r.returncode != 0
+    assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and str(m) in r.stderr
 
