@@ -39,9 +39,15 @@ def nll(logits: np.ndarray, y_true: np.ndarray, temperature: float) -> float:
     return float(-np.log(np.clip(p, 1e-12, None)).mean())
 
 
+#: lowest temperature considered: when validation has (almost) no errors, the NLL keeps falling
+#: as T -> 0 and an unbounded fit makes the model wildly over-confident elsewhere (seen on the
+#: pseudo-patient split: validation 100% correct, T hit 0.05, test ECE rose 0.033 -> 0.043)
+MIN_TEMPERATURE = 0.5
+
+
 def fit_temperature(logits: np.ndarray, y_true: np.ndarray) -> float:
-    """Temperature minimising the validation NLL (a 1-D search over log T)."""
-    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 400))
+    """Temperature minimising the validation NLL (a 1-D search over log T in [0.5, 20])."""
+    grid = np.exp(np.linspace(np.log(MIN_TEMPERATURE), np.log(20.0), 400))
     losses = [nll(logits, y_true, t) for t in grid]
     best = int(np.argmin(losses))
     lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
