@@ -76,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         test = test[: args.parity_images]
     paths = [args.data / r.path for r in test]
     step(f"parity gate on {len(paths)} test images")
-    parity.MIN_IMAGES = args.min_parity_images
-    report = parity.check(export_model, args.out, paths, spec, metrics["ood"]["threshold"])
+    report = parity.check(
+        export_model, args.out, paths, spec, metrics["ood"]["threshold"], args.min_parity_images
+    )
     report_path = args.out.with_suffix(".parity.json")
     report_path.write_text(json.dumps(report, indent=2))
     step(

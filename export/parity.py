@@ -33,6 +33,7 @@ def check(
     paths: list[Path],
     spec: PreprocessSpec,
     ood_threshold: float | None = None,
+    min_images: int = MIN_IMAGES,
 ) -> dict:
     """Both comparisons; `passed` is False when any gate fails."""
     from train.pipeline import load_prepared
@@ -60,6 +61,7 @@ def check(
     )
     report = {
         "images": len(paths),
+        "min_images": min_images,
         "max_abs_diff_limit": MAX_ABS_DIFF,
         "conversion": {"max_abs_diff": conv_diff, "argmax_agreement": conv_agree},
         "edge_path": {"max_abs_diff": edge_diff, "argmax_agreement": edge_agree, "failed": failed},
@@ -74,7 +76,7 @@ def check(
         }
         ood_ok = report["ood_score"]["max_abs_diff_over_threshold"] <= OOD_TOLERANCE
     report["passed"] = bool(
-        len(paths) >= MIN_IMAGES
+        len(paths) >= min_images
         and conv_diff <= MAX_ABS_DIFF
         and edge_diff <= MAX_ABS_DIFF
         and conv_agree == 1.0
