@@ -138,10 +138,10 @@ def segment(image, output, model) -> None:
     """Draw the colour-threshold segmentation over IMAGE, to see what the model looks at."""
     import cv2
 
-    from .preprocess import PreprocessSpec, load_image, overlay
+    from .preprocess import load_image, overlay
     from .preprocess import segment as segment_mask
 
-    spec = _classifier(model, 1).info.spec if model else PreprocessSpec()
+    spec = _classifier(model, 1).info.spec  # the model says how it segments
     try:
         bgr = load_image(image)
     except EdgeInferError as exc:
