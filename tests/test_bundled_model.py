@@ -138,3 +138,18 @@ def test_guard_in_api_cli_and_watcher(sample_images, tmp_path):
     recs = [json.loads(line) for line in results.read_text().splitlines()]
     assert {Path(x["path"]).name: x["out_of_distribution"] for x in recs} == flags
     assert all(x["status"] == "out_of_distribution" for x in recs if x["out_of_distribution"])
+
+
+def test_golden_outputs_of_the_shipped_model(data):
+    """A few real images and the outputs the shipped model gave for them when it was built: any
+    change in decoding, resizing, colour order or the guards shows up here first."""
+    golden = json.loads((ROOT / "tests" / "golden.json").read_text())
+    clf = Classifier()
+    assert clf.version == golden["model_version"], "new model: regenerate tests/golden.json"
+    for g in golden["images"]:
+        p = clf.predict(data / g["path"])
+        assert p.label == g["label"]
+        for cls, prob in g["probabilities"].items():
+            assert p.probabilities[cls] == pytest.approx(prob, abs=1e-4)
+        assert p.ood_score == pytest.approx(g["ood_score"], rel=1e-4, abs=1e-2)
+        assert p.image_score == pytest.approx(g["image_score"], rel=1e-4, abs=1e-3)
