@@ -40,12 +40,20 @@ def median_ms(fn, x: np.ndarray, runs: int, warmup: int = 10) -> float:
     return float(np.median(times) * 1000)
 
 
+def model_spec():
+    """The shipped model's own preprocessing (its metadata), so every method sees its input."""
+    from edge_infer import Classifier
+
+    return Classifier(ONNX_MODEL, threads=1).info.spec
+
+
 def tensors(data: Path, n: int) -> np.ndarray:
     from edge_infer.preprocess import load_image, prepare
     from train.dataset import read_manifest, select
 
+    spec = model_spec()
     test = select(read_manifest(), "test")[:n]
-    return np.stack([prepare(load_image(data / r.path)) for r in test])
+    return np.stack([prepare(load_image(data / r.path), spec) for r in test])
 
 
 def tf_worker(threads: int, data: Path, n: int, runs: int) -> dict:
@@ -151,7 +159,8 @@ def make_int8(data: Path, workdir: Path) -> Path | None:
     from train.dataset import read_manifest, select
 
     train = select(read_manifest(), "train")[::8][:256]
-    calib = np.stack([prepare(load_image(data / r.path)) for r in train])
+    spec = model_spec()
+    calib = np.stack([prepare(load_image(data / r.path), spec) for r in train])
     out = workdir / "int8.onnx"
     quantize(ONNX_MODEL, out, calib)
     return out

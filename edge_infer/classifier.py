@@ -6,7 +6,11 @@ can be shared between threads (the web server does).
 
 from __future__ import annotations
 
+import itertools
+import os
+import threading
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -108,10 +112,18 @@ class Classifier:
     out-of-distribution guard; everything it needs is read from the ONNX model file."""
 
     def __init__(
-        self, model: str | Path | None = None, threads: int | None = None, tta: bool = False
+        self,
+        model: str | Path | None = None,
+        threads: int | None = None,
+        tta: bool = False,
+        workers: int | None = None,
     ) -> None:
         self.session, self.info = _model.open_session(model, threads)
         self.tta = tta
+        #: threads for decoding and preprocessing, beside onnxruntime's own
+        self.workers = max(1, min(os.cpu_count() or 1, 4)) if workers is None else workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -150,22 +162,35 @@ class Classifier:
         """Like predict_batch, but yields outcomes in input order as batches finish, so memory
         stays bounded however many inputs there are."""
         name_iter = iter(names) if names is not None else None
-        pending: list[tuple[int, str, np.ndarray | None, str | None]] = []
-        for i, image in enumerate(images):
-            name = next(name_iter) if name_iter is not None else _source_name(image, i)
-            try:
-                pending.append((i, name, self.load(image, name), None))
-            except EdgeInferError as exc:
-                pending.append((i, name, None, getattr(exc, "reason", str(exc))))
-            if sum(p[2] is not None for p in pending) >= batch_size:
-                yield from self._flush(pending, tta)
-                pending = []
-        yield from self._flush(pending, tta)
+        items = (
+            (next(name_iter) if name_iter is not None else _source_name(image, i), image)
+            for i, image in enumerate(images)
+        )
+        while chunk := list(itertools.islice(items, batch_size)):
+            # decoding runs on the worker threads (OpenCV releases the GIL)
+            loaded = list(self._map(lambda item: self._load_or_reason(*item), chunk))
+            yield from self._flush(loaded, tta)
 
-    def _flush(self, pending, tta) -> list[Outcome]:
-        good = [(name, img) for _, name, img, _ in pending if img is not None]
+    def _load_or_reason(self, name: str, image: Image) -> tuple[str, np.ndarray | None, str]:
+        try:
+            return name, self.load(image, name), ""
+        except EdgeInferError as exc:
+            return name, None, getattr(exc, "reason", str(exc))
+
+    def _map(self, fn, items: list) -> Iterable:
+        """Per-image work on the worker threads when there is more than one image."""
+        if len(items) < 2 or self.workers < 2:
+            return map(fn, items)
+        if self._pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.workers, "edge-infer-prep")
+        return self._pool.map(fn, items)
+
+    def _flush(self, loaded, tta) -> list[Outcome]:
+        good = [(name, img) for name, img, _ in loaded if img is not None]
         preds = iter(self.predict_arrays([g[1] for g in good], [g[0] for g in good], tta))
-        return [Failure(name, err) if img is None else next(preds) for _, name, img, err in pending]
+        return [Failure(name, err) if img is None else next(preds) for name, img, err in loaded]
 
     def predict_arrays(
         self, bgr_images: Sequence[np.ndarray], names: Sequence[str], tta: bool | None = None
@@ -174,18 +199,10 @@ class Classifier:
         if not bgr_images:
             return []
         tta = self.tta if tta is None else tta
-        spec = self.info.spec
-        small = [resize_to_input(img, spec) for img in bgr_images]
-        x = np.stack([to_tensor(img, spec) for img in small])
-        cells = [cell_fraction(img, spec) for img in bgr_images]
-        guard = self.info.image_guard
-        # the guard's statistics are defined on the unmasked image at its working size: reuse
-        # the network's resized image when that is the same thing
-        reuse = not spec.mask_background and guard is not None and guard.size == spec.input_size
-        image_scores = [
-            guard.score(s if reuse else img) if guard else None
-            for s, img in zip(small, bgr_images, strict=True)
-        ]
+        prepared = list(self._map(self._prepare_one, list(bgr_images)))
+        x = np.stack([p[0] for p in prepared])
+        cells = [p[1] for p in prepared]
+        image_scores = [p[2] for p in prepared]
         if tta:
             views = np.concatenate([dihedral(x, k) for k in range(8)])
             out = _model.run(self.session, self.info, views)
@@ -206,6 +223,16 @@ class Classifier:
             )
             for i in range(len(x))
         ]
+
+    def _prepare_one(self, img: np.ndarray) -> tuple[np.ndarray, float, float | None]:
+        """Network input, stained-cell share and image-statistics score of one image."""
+        spec, guard = self.info.spec, self.info.image_guard
+        small = resize_to_input(img, spec)
+        # the guard's statistics are defined on the unmasked image at its working size: reuse
+        # the network's resized image when that is the same thing
+        reuse = not spec.mask_background and guard is not None and guard.size == spec.input_size
+        score = guard.score(small if reuse else img) if guard else None
+        return to_tensor(small, spec), cell_fraction(img, spec), score
 
     def _decide(
         self,
