@@ -33,6 +33,15 @@ def _classifier(model: str | None, threads: int | None, tta: bool = False):
         raise BadModel(f"model {exc}") from None
 
 
+def _log_to_stderr() -> None:
+    """Timestamped log lines on stderr for the long-running commands (stdout stays for data)."""
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
+    )
+
+
 model_option = click.option(
     "--model",
     "-m",
@@ -212,9 +221,7 @@ def watch(
 
     from .watch import Watcher
 
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
-    )
+    _log_to_stderr()
     clf = _classifier(model, threads, tta)
     w = Watcher(
         Path(folder),
@@ -248,13 +255,10 @@ def watch(
 @threads_option
 def serve(host, port, max_upload_mb, model, threads) -> None:
     """A local upload page and JSON API (POST /api/classify, GET /api/model, GET /healthz)."""
-    import logging
 
     from .serve import make_server
 
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
-    )
+    _log_to_stderr()
     clf = _classifier(model, threads)
     try:
         server = make_server(clf, host, port, int(max_upload_mb * 1024 * 1024))
