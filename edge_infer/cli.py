@@ -144,10 +144,11 @@ def info(model, as_json) -> None:
 )
 @model_option
 def segment(image, output, model) -> None:
-    """Draw the colour-threshold segmentation over IMAGE, to see what the model looks at."""
+    """Draw the colour-threshold segmentation over IMAGE (green), with every stained cell
+    outlined (orange), to see what is in view."""
     import cv2
 
-    from .preprocess import load_image, overlay
+    from .preprocess import cell_fraction, explain_overlay, load_image
     from .preprocess import segment as segment_mask
 
     spec = _classifier(model, 1).info.spec  # the model says how it segments
@@ -155,10 +156,12 @@ def segment(image, output, model) -> None:
         bgr = load_image(image)
     except EdgeInferError as exc:
         raise click.ClickException(str(exc)) from None
-    mask = segment_mask(bgr, spec)
-    ok, buf = cv2.imencode(".png", overlay(bgr, mask))
+    ok, buf = cv2.imencode(".png", explain_overlay(bgr, spec))
     Path(output).write_bytes(buf.tobytes())
-    click.echo(f"{image}: {mask.mean() * 100:.1f}% of the image segmented as cell -> {output}")
+    click.echo(
+        f"{image}: {segment_mask(bgr, spec).mean() * 100:.1f}% segmented, "
+        f"{cell_fraction(bgr, spec) * 100:.1f}% stained -> {output}"
+    )
 
 
 @main.command()

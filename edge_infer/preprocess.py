@@ -256,17 +256,26 @@ def segment(bgr: np.ndarray, spec: PreprocessSpec | None = None) -> np.ndarray:
     return clean_mask(raw, spec.open_kernel, spec.min_component_px)
 
 
-def cell_fraction(bgr: np.ndarray, spec: PreprocessSpec | None = None) -> float:
-    """Share of the image that is violet-magenta stained (nuclei/cytoplasm of white cells)."""
+def stained_mask(bgr: np.ndarray, spec: PreprocessSpec | None = None) -> np.ndarray:
+    """HxW bool mask of everything violet-magenta stained (the broad range of the no-cell
+    check), which also covers the magenta slides the segmentation range misses."""
     spec = spec or PreprocessSpec()
     hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV)
     lo = (spec.cell_hue_min, spec.cell_sat_min, spec.val_min)
     raw = cv2.inRange(hsv, lo, (spec.cell_hue_max, 255, 255)) > 0
-    return float(clean_mask(raw, spec.open_kernel, spec.min_component_px).mean())
+    return clean_mask(raw, spec.open_kernel, spec.min_component_px)
 
 
-def overlay(bgr: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """The image with the mask tinted green and outlined, for people to check the segmentation."""
+def cell_fraction(bgr: np.ndarray, spec: PreprocessSpec | None = None) -> float:
+    """Share of the image that is violet-magenta stained (nuclei/cytoplasm of white cells)."""
+    return float(stained_mask(bgr, spec).mean())
+
+
+def overlay(
+    bgr: np.ndarray, mask: np.ndarray, alpha: float = 0.45, outline: np.ndarray | None = None
+) -> np.ndarray:
+    """The image with the mask tinted green and outlined, for people to check the segmentation;
+    `outline` (e.g. the stained-cell mask) is drawn as an orange contour on top."""
     out = bgr.copy()
     tint = np.zeros_like(bgr)
     tint[:] = (60, 220, 60)
@@ -274,7 +283,17 @@ def overlay(bgr: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarra
     out[m] = (out[m] * (1 - alpha) + tint[m] * alpha).astype(np.uint8)
     contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(out, contours, -1, (0, 160, 0), 1)
+    if outline is not None:
+        contours, _ = cv2.findContours(
+            outline.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+        )
+        cv2.drawContours(out, contours, -1, (0, 140, 255), 1)
     return out
+
+
+def explain_overlay(bgr: np.ndarray, spec: PreprocessSpec | None = None) -> np.ndarray:
+    """What users see: segmentation tinted green, every stained cell outlined in orange."""
+    return overlay(bgr, segment(bgr, spec), outline=stained_mask(bgr, spec))
 
 
 # --------------------------------------------------------------------------- tensors

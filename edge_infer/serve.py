@@ -23,7 +23,7 @@ import cv2
 
 from .classifier import Classifier
 from .errors import ImageError
-from .preprocess import load_image, overlay, segment
+from .preprocess import explain_overlay, load_image
 
 log = logging.getLogger("edge_infer.serve")
 
@@ -145,7 +145,7 @@ class Handler(BaseHTTPRequestHandler):
             if want_overlay:
                 record["image_png"] = png_data_url(bgr)
                 record["overlay_png"] = png_data_url(
-                    overlay(bgr, segment(bgr, self.classifier.info.spec))
+                    explain_overlay(bgr, self.classifier.info.spec)
                 )
             self._json(200, record)
         except BadRequest as exc:

@@ -52,7 +52,7 @@ function render(card, file, rec) {
     el("figure", {}, el("img", { src: rec.image_png, alt: "uploaded image" }),
        el("figcaption", {}, "image")),
     el("figure", {}, el("img", { src: rec.overlay_png, alt: "segmentation overlay" }),
-       el("figcaption", {}, "segmented cells (what the colour threshold finds)")),
+       el("figcaption", {}, "green: colour-threshold segmentation; orange: all stained cells")),
     verdict));
 }
 
