@@ -38,40 +38,66 @@ def sample_images(data: Path) -> list[Path]:
     return out
 
 
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+
+
 def run_module(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+    """`python -m <args>` from the project root, output captured."""
     return subprocess.run(
-        [sys.executable, "-m", *args],
+        [sys.executable, "-m", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=ROOT,
-        env=env,
+        env=ENV,
     )
+
+
+def run_cli(*args, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The real `edge-infer` CLI in a subprocess, to completion."""
+    return run_module("edge_infer.cli", *args, timeout=timeout)
+
+
+def start_cli(*args, stdout=subprocess.DEVNULL) -> subprocess.Popen:
+    """A long-running `edge-infer` command (watch, serve); stderr is piped for its log."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge_infer.cli", *map(str, args)],
+        cwd=ROOT,
+        env=ENV,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def train_tiny(data: Path, out: Path, *extra, epochs=2, limit=12, batch=16, seed=3) -> Path:
+    """`python -m train` on a tiny-width model and a few real images per class and split."""
+    r = run_module(
+        "train",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--epochs",
+        epochs,
+        "--limit",
+        limit,
+        "--width",
+        "0.25",
+        "--batch-size",
+        batch,
+        "--seed",
+        seed,
+        *extra,
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    return out
 
 
 @pytest.fixture(scope="session")
 def tiny_run(data: Path, tmp_path_factory) -> Path:
     """A tiny-width model trained for 2 epochs on a few dozen real images per split."""
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    r = run_module(
-        "train",
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        "--epochs",
-        "2",
-        "--limit",
-        "12",
-        "--width",
-        "0.25",
-        "--batch-size",
-        "16",
-        "--seed",
-        "3",
-    )
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    out = train_tiny(data, tmp_path_factory.mktemp("runs") / "tiny")
     r = run_module("train.guard", "--run", str(out), "--data", str(data))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     return out

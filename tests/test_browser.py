@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from edge_infer import Classifier
+from tests.conftest import start_cli
 
 pytestmark = pytest.mark.slow
 
@@ -54,14 +53,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def page_url():
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_infer.cli", "serve", "--port", "0"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli("serve", "--port", "0")
     m = re.search(r"(http://[\d.]+:\d+/)", proc.stderr.readline())
     assert m
     yield m.group(1)

@@ -4,9 +4,6 @@ through the real CLI (files on disk -> edge_infer -> onnxruntime)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -15,9 +12,9 @@ import pytest
 
 from edge_infer import Classifier
 from edge_infer.preprocess import load_image
+from tests.conftest import ROOT, run_cli
 from train.dataset import read_manifest, select
 
-ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
 
 
@@ -38,22 +35,7 @@ def test_parity_report_passed():
 def test_cli_reproduces_recorded_test_accuracy(data):
     metrics = json.loads((MODELS / "run" / "metrics.json").read_text())
     test = select(read_manifest(), "test", metrics["split_column"])
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge_infer.cli",
-            "classify",
-            *(str(data / r.path) for r in test),
-            "--format",
-            "jsonl",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    r = run_cli("classify", *(data / r.path for r in test), "--format", "jsonl", timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     recs = [json.loads(line) for line in r.stdout.splitlines()]
     assert len(recs) == len(test) == metrics["test"]["n"]
@@ -97,15 +79,7 @@ def test_guard_in_api_cli_and_watcher(sample_images, tmp_path):
         ok, buf = cv2.imencode(".png", img)
         (folder / name).write_bytes(buf.tobytes())
     (folder / clean.name).write_bytes(clean.read_bytes())
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    r = subprocess.run(
-        [sys.executable, "-m", "edge_infer.cli", "classify", str(folder), "--format", "jsonl"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-        env=env,
-    )
+    r = run_cli("classify", folder, "--format", "jsonl")
     assert r.returncode == 0, r.stderr
     flags = {
         Path(x["path"]).name: x["out_of_distribution"]
@@ -113,26 +87,8 @@ def test_guard_in_api_cli_and_watcher(sample_images, tmp_path):
     }
     assert flags == {"hue_shift.png": True, "noise.png": True, clean.name: False}
     results = tmp_path / "r.jsonl"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge_infer.cli",
-            "watch",
-            str(folder),
-            "--once",
-            "--settle",
-            "0",
-            "--interval",
-            "0.1",
-            "--results",
-            str(results),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-        env=env,
+    r = run_cli(
+        "watch", folder, "--once", "--settle", "0", "--interval", "0.1", "--results", results
     )
     assert r.returncode == 0, r.stderr
     recs = [json.loads(line) for line in results.read_text().splitlines()]

@@ -5,11 +5,8 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import os
 import re
 import socket
-import subprocess
-import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from edge_infer import Classifier
+from tests.conftest import start_cli
 
 pytestmark = pytest.mark.slow
 
@@ -25,25 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def server(tiny_onnx):
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edge_infer.cli",
-            "serve",
-            "--port",
-            "0",
-            "--model",
-            str(tiny_onnx),
-            "--max-upload-mb",
-            "1",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli("serve", "--port", "0", "--model", tiny_onnx, "--max-upload-mb", "1")
     line = proc.stderr.readline()
     m = re.search(r"http://([\d.]+):(\d+)/", line)
     assert m, line

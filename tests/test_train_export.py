@@ -11,6 +11,7 @@ import pytest
 
 from edge_infer import Classifier, ModelError
 from edge_infer.preprocess import PreprocessSpec, dihedral, load_image, prepare
+from tests.conftest import train_tiny
 
 pytestmark = pytest.mark.slow
 
@@ -117,55 +118,17 @@ def test_bad_model_files_are_refused_clearly(tmp_path, tiny_onnx):
 
 
 def test_mirrored_strategy_trains_on_one_cpu_replica(data, tmp_path):
-    from tests.conftest import run_module
-
     out = tmp_path / "mirrored"
-    r = run_module(
-        "train",
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        "--epochs",
-        "1",
-        "--limit",
-        "4",
-        "--width",
-        "0.25",
-        "--batch-size",
-        "8",
-        "--strategy",
-        "mirrored",
-    )
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    train_tiny(data, out, "--strategy", "mirrored", epochs=1, limit=4, batch=8)
     m = json.loads((out / "metrics.json").read_text())
     assert m["training"]["strategy"] == "mirrored" and m["test"]["n"] == 16
 
 
 def test_training_is_deterministic_given_a_seed(data, tmp_path):
-    from tests.conftest import run_module
-
     outs = []
     for name in ("a", "b"):
         out = tmp_path / name
-        r = run_module(
-            "train",
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--epochs",
-            "2",
-            "--limit",
-            "4",
-            "--width",
-            "0.25",
-            "--batch-size",
-            "8",
-            "--seed",
-            "5",
-        )
-        assert r.returncode == 0, r.stderr[-3000:]
+        train_tiny(data, out, epochs=2, limit=4, batch=8, seed=5)
         outs.append(out)
     assert (outs[0] / "history.csv").read_text() == (outs[1] / "history.csv").read_text()
     a, b = (json.loads((o / "metrics.json").read_text()) for o in outs)

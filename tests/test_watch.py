@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from edge_infer import Classifier
+from tests.conftest import run_cli, start_cli
 
 pytestmark = pytest.mark.slow
 
@@ -44,29 +44,19 @@ WRITER = textwrap.dedent(
 
 
 def start_watcher(folder: Path, results: Path, model: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edge_infer.cli",
-            "watch",
-            str(folder),
-            "--results",
-            str(results),
-            "--model",
-            str(model),
-            "--interval",
-            "0.2",
-            "--settle",
-            "0.6",
-            "--heartbeat",
-            "2",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    return start_cli(
+        "watch",
+        folder,
+        "--results",
+        results,
+        "--model",
+        model,
+        "--interval",
+        "0.2",
+        "--settle",
+        "0.6",
+        "--heartbeat",
+        "2",
     )
 
 
@@ -144,32 +134,23 @@ def test_watch_once_moves_files_and_reclassifies_a_replaced_file(tmp_path, data,
     results = tmp_path / "r.csv"
 
     def once():
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "edge_infer.cli",
-                "watch",
-                str(folder),
-                "--once",
-                "--results",
-                str(results),
-                "--model",
-                str(tiny_onnx),
-                "--settle",
-                "0.3",
-                "--interval",
-                "0.1",
-                "--done-dir",
-                str(done),
-                "--failed-dir",
-                str(failed),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
+        return run_cli(
+            "watch",
+            folder,
+            "--once",
+            "--results",
+            results,
+            "--model",
+            tiny_onnx,
+            "--settle",
+            "0.3",
+            "--interval",
+            "0.1",
+            "--done-dir",
+            done,
+            "--failed-dir",
+            failed,
             timeout=120,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
 
     r = once()
