@@ -44,7 +44,7 @@ def model_spec():
     """The shipped model's own preprocessing (its metadata), so every method sees its input."""
     from edge_infer import Classifier
 
-    return Classifier(ONNX_MODEL, threads=1).info.spec
+    return Classifier(ONNX_MODEL, threads=1).meta.preprocess
 
 
 def tensors(data: Path, n: int) -> np.ndarray:
@@ -88,14 +88,14 @@ def tf_worker(threads: int, data: Path, n: int, runs: int) -> dict:
 
 
 def ort_times(threads: int, x: np.ndarray, runs: int, int8: Path | None) -> dict:
-    from edge_infer import Classifier
+    from edge_infer.model import OnnxModel
 
     out = {}
     for name, path in (("onnxruntime FP32", ONNX_MODEL), ("onnxruntime int8", int8)):
         if path is None:
             continue
-        clf = Classifier(path, threads=threads)
-        out[name] = median_ms(lambda b, c=clf: c.session.run(None, {c.info.input_name: b}), x, runs)
+        m = OnnxModel(path, threads=threads)
+        out[name] = median_ms(lambda b, m=m: m.run(b), x, runs)
     return out
 
 

@@ -17,7 +17,6 @@ import numpy as np
 
 from .classifier import Classifier
 from .inputs import expand_paths
-from .model import run as model_run
 from .preprocess import load_image, prepare
 
 
@@ -60,17 +59,17 @@ def run_bench(
     model: str | None, images: list[str], threads: int | None, batch: int, warmup: int = 10
 ) -> dict:
     clf = Classifier(model, threads=threads)
-    spec = clf.info.spec
+    spec = clf.meta.preprocess
     # warm-up: the first runs allocate and pick kernels
     x0 = prepare(load_image(images[0]), spec)[None]
     for _ in range(warmup):
-        model_run(clf.session, clf.info, x0)
+        clf.model.run(x0)
     pre_ms, inf_ms, total_ms = [], [], []
     for path in images:
         t0 = time.perf_counter()
         x = prepare(load_image(path), spec)[None]
         t1 = time.perf_counter()
-        model_run(clf.session, clf.info, x)
+        clf.model.run(x)
         t2 = time.perf_counter()
         pre_ms.append((t1 - t0) * 1000)
         inf_ms.append((t2 - t1) * 1000)
@@ -85,11 +84,11 @@ def run_bench(
     api_bn = len(images) / (time.perf_counter() - t)
     assert all(o.ok for o in outcomes)
     return {
-        "model": clf.info.path,
+        "model": clf.model.path,
         "model_version": clf.version,
-        "model_bytes": Path(clf.info.path).stat().st_size,
+        "model_bytes": Path(clf.model.path).stat().st_size,
         "images": len(images),
-        "threads": threads or clf.session.get_session_options().intra_op_num_threads,
+        "threads": threads or clf.model.threads,
         "batch": batch,
         "preprocess_ms_p50": _percentile(pre_ms, 50),
         "preprocess_ms_p95": _percentile(pre_ms, 95),
@@ -106,7 +105,7 @@ def run_bench(
 
 
 def collect_images(root: str | Path, limit: int) -> list[str]:
-    files = expand_paths([root], recursive=True)
+    files = expand_paths([root], recursive=True).files
     if limit and len(files) > limit:
         step = len(files) / limit
         files = [files[int(i * step)] for i in range(limit)]

@@ -11,15 +11,15 @@ import os
 import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
 
 import numpy as np
 
-from . import model as _model
 from .errors import EdgeInferError, ImageError
+from .guard import guard_statistics
+from .metadata import OOD_SCORE, PROBABILITIES, ModelMetadata
+from .model import OnnxModel
 from .preprocess import (
     as_bgr_array,
     cell_fraction,
@@ -28,75 +28,13 @@ from .preprocess import (
     resize_to_input,
     to_tensor,
 )
+from .result import Failure, Outcome, Prediction, decide
 
 Image = str | Path | bytes | bytearray | memoryview | np.ndarray
 
 #: images per network call: measured here, batch 8 ran as fast as 32 (331 vs 352 images/s, within
 #: noise) with 156 MB peak memory instead of 230 MB (onnxruntime's arena grows with the batch)
 DEFAULT_BATCH = 8
-
-#: a result is exactly one of these
-STATUS_OK = "ok"
-STATUS_UNCERTAIN = "uncertain"
-STATUS_OOD = "out_of_distribution"
-
-OOD_MESSAGE = "not recognised: outside what this model was trained on; do not use this result"
-IMAGE_OOD_MESSAGE = (
-    "not recognised: colour, stain or sharpness unlike the training images "
-    "(another stain, camera, magnification or focus?); do not use this result"
-)
-NO_CELL_MESSAGE = "no lymphocyte in view: no violet-stained cell found"
-UNCERTAIN_MESSAGE = "uncertain: review by a specialist"
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One classified image. `status` says which of label / uncertain / out of distribution."""
-
-    source: str
-    label: str
-    confidence: float
-    probabilities: MappingProxyType
-    uncertain: bool
-    out_of_distribution: bool
-    ood_score: float | None
-    image_score: float | None
-    status: str
-    message: str
-    model: str
-
-    ok = True
-
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "path": self.source,
-            "label": self.label,
-            "confidence": round(self.confidence, 6),
-            "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
-            "uncertain": self.uncertain,
-            "out_of_distribution": self.out_of_distribution,
-            "ood_score": None if self.ood_score is None else round(self.ood_score, 4),
-            "image_score": None if self.image_score is None else round(self.image_score, 4),
-            "status": self.status,
-            "message": self.message,
-            "model": self.model,
-        }
-
-
-@dataclass(frozen=True)
-class Failure:
-    """An input that could not be classified, with the reason."""
-
-    source: str
-    error: str
-
-    ok = False
-
-    def to_record(self) -> dict[str, Any]:
-        return {"path": self.source, "error": self.error}
-
-
-Outcome = Prediction | Failure
 
 
 def _source_name(image: Image, index: int) -> str:
@@ -118,7 +56,7 @@ class Classifier:
         tta: bool = False,
         workers: int | None = None,
     ) -> None:
-        self.session, self.info = _model.open_session(model, threads)
+        self.model = OnnxModel(model, threads)
         self.tta = tta
         #: threads for decoding and preprocessing, beside onnxruntime's own
         self.workers = max(1, min(os.cpu_count() or 1, 4)) if workers is None else workers
@@ -126,12 +64,16 @@ class Classifier:
         self._pool_lock = threading.Lock()
 
     @property
+    def meta(self) -> ModelMetadata:
+        return self.model.meta
+
+    @property
     def classes(self) -> tuple[str, ...]:
-        return self.info.classes
+        return self.meta.class_names
 
     @property
     def version(self) -> str:
-        return self.info.version
+        return self.meta.version
 
     def load(self, image: Image, name: str | None = None) -> np.ndarray:
         """Any accepted input -> 8-bit BGR, or ImageError."""
@@ -205,14 +147,14 @@ class Classifier:
         image_scores = [p[2] for p in prepared]
         if tta:
             views = np.concatenate([dihedral(x, k) for k in range(8)])
-            out = _model.run(self.session, self.info, views)
+            out = self.model.run(views)
             n = len(x)
-            probs = out["probabilities"].reshape(8, n, -1).mean(axis=0)
-            scores = out["ood_score"].reshape(8, n).mean(axis=0) if "ood_score" in out else None
+            probs = out[PROBABILITIES].reshape(8, n, -1).mean(axis=0)
+            scores = out[OOD_SCORE].reshape(8, n).mean(axis=0) if OOD_SCORE in out else None
         else:
-            out = _model.run(self.session, self.info, x)
-            probs = out["probabilities"]
-            scores = out["ood_score"].reshape(-1) if "ood_score" in out else None
+            out = self.model.run(x)
+            probs = out[PROBABILITIES]
+            scores = out[OOD_SCORE].reshape(-1) if OOD_SCORE in out else None
         return [
             self._decide(
                 names[i],
@@ -226,12 +168,9 @@ class Classifier:
 
     def _prepare_one(self, img: np.ndarray) -> tuple[np.ndarray, float, float | None]:
         """Network input, stained-cell share and image-statistics score of one image."""
-        spec, guard = self.info.spec, self.info.image_guard
+        spec, guard = self.meta.preprocess, self.model.image_guard
         small = resize_to_input(img, spec)
-        # the guard's statistics are defined on the unmasked image at its working size: reuse
-        # the network's resized image when that is the same thing
-        reuse = not spec.mask_background and guard is not None and guard.size == spec.input_size
-        score = guard.score(small if reuse else img) if guard else None
+        score = guard.score(guard_statistics(img, small, spec, guard.size)) if guard else None
         return to_tensor(small, spec), cell_fraction(img, spec), score
 
     def _decide(
@@ -242,44 +181,29 @@ class Classifier:
         cell_fraction: float,
         image_score: float | None = None,
     ) -> Prediction:
-        info = self.info
-        k = int(np.argmax(probs))
-        conf = float(probs[k])
-        uncertain = conf < info.uncertain_below
-        feature_ood = (
-            score is not None and info.ood_threshold is not None and score > info.ood_threshold
+        meta, guard = self.meta, self.model.image_guard
+        threshold = meta.guards.feature_threshold
+        k, status, reason = decide(
+            [float(p) for p in probs],
+            meta.uncertain_below,
+            no_cell=cell_fraction < meta.preprocess.min_cell_fraction,
+            image_ood=image_score is not None
+            and guard is not None
+            and image_score > guard.threshold,
+            feature_ood=score is not None and threshold is not None and score > threshold,
         )
-        image_ood = (
-            image_score is not None
-            and info.image_guard is not None
-            and image_score > info.image_guard.threshold
-        )
-        no_cell = cell_fraction < info.spec.min_cell_fraction
-        ood = feature_ood or no_cell or image_ood
-        if ood:
-            status = STATUS_OOD
-            if no_cell:
-                message = NO_CELL_MESSAGE
-            elif image_ood and not feature_ood:
-                message = IMAGE_OOD_MESSAGE
-            else:
-                message = OOD_MESSAGE
-        elif uncertain:
-            status, message = STATUS_UNCERTAIN, UNCERTAIN_MESSAGE
-        else:
-            status, message = STATUS_OK, ""
+        label = meta.classes[k].name
         return Prediction(
             source=name,
-            label=info.classes[k],
-            confidence=conf,
+            status=status,
+            raw_label=label,
+            display_label=meta.display(label),
+            confidence=float(probs[k]),
             probabilities=MappingProxyType(
-                {c: float(p) for c, p in zip(info.classes, probs, strict=True)}
+                {c: float(p) for c, p in zip(self.classes, probs, strict=True)}
             ),
-            uncertain=uncertain,
-            out_of_distribution=ood,
+            reason=reason,
             ood_score=score,
             image_score=image_score,
-            status=status,
-            message=message,
-            model=info.version,
+            model=meta.version,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -11,10 +12,8 @@ import click
 from . import __version__
 from .classifier import DEFAULT_BATCH
 from .errors import EdgeInferError, ModelError
-from .formats import RecordWriter
+from .formats import FORMATS, RecordWriter
 from .inputs import expand_paths
-
-FORMATS = ("table", "jsonl", "csv")
 
 
 class BadModel(click.ClickException):
@@ -76,23 +75,31 @@ def main() -> None:
 @threads_option
 def classify(paths, model, fmt, recursive, tta, batch_size, threads) -> None:
     """Classify image files and folders. Exit 0 if every input was classified, 1 if some failed."""
+    from .result import Failure
+
     clf = _classifier(model, threads, tta)
-    files = expand_paths(paths, recursive)
-    if not files:
+    inputs = expand_paths(paths, recursive)
+    files = inputs.files
+    if not files and not inputs.unlisted:
         raise click.UsageError("no image files found in the given paths")
-    writer = RecordWriter(sys.stdout, fmt)
+    writer = RecordWriter(sys.stdout, fmt, clf.classes)
     failed = 0
-    show = len(files) >= 20
-    with click.progressbar(
-        length=len(files), label="classifying", file=sys.stderr, hidden=not show
-    ) as bar:
+    for folder, reason in inputs.unlisted:  # a folder that cannot be read is an error, not skipped
+        writer.write(Failure(folder, reason).to_record())
+        failed += 1
+    # a progress bar only where it cannot interleave with the results (stdout redirected)
+    show = len(files) >= 20 and sys.stderr.isatty() and not sys.stdout.isatty()
+    bar = click.progressbar(length=len(files), label="classifying", file=sys.stderr)
+    with bar if show else contextlib.nullcontext():
         for outcome in clf.iter_predict(files, batch_size=batch_size):
             failed += not outcome.ok
             writer.write(outcome.to_record())
-            bar.update(1)
+            if show:
+                bar.update(1)
     writer.close()
+    total = len(files) + len(inputs.unlisted)
     if failed:
-        click.echo(f"{failed} of {len(files)} inputs could not be classified", err=True)
+        click.echo(f"{failed} of {total} inputs could not be classified", err=True)
     sys.exit(1 if failed else 0)
 
 
@@ -102,35 +109,42 @@ def classify(paths, model, fmt, recursive, tta, batch_size, threads) -> None:
 def info(model, as_json) -> None:
     """The model's description: classes, input, preprocessing, thresholds, headline metrics."""
     clf = _classifier(model, 1)
-    meta = clf.info.metadata
+    meta = clf.meta
     if as_json:
-        click.echo(json.dumps({"path": clf.info.path, **meta}, indent=2))
+        click.echo(json.dumps({"path": clf.model.path, **meta.public_json()}, indent=2))
         return
-    m = meta.get("metrics", {})
+    click.echo("\n".join(describe(meta, clf.model.path)))
+
+
+def describe(meta, path: str) -> list[str]:
+    """`edge-infer info` in words: every figure read from the model's metadata."""
+    guards = meta.guards
+    image_guard = guards.image_stats or {}
+    spec = meta.preprocess
     lines = [
-        f"model       {clf.info.path}",
-        f"version     {clf.info.version}",
-        f"classes     {', '.join(clf.classes)}",
-        f"input       {meta['input']['shape']} {meta['input']['layout']} "
-        f"{meta['input']['channel_order']} {meta['input']['dtype']} in [0, 1]",
-        f"uncertain   confidence < {clf.info.uncertain_below}",
-        f"ood guard   score > {clf.info.ood_threshold}"
-        if clf.info.ood_threshold
-        else "ood guard   none",
-        f"calibration temperature {meta.get('temperature')} (folded into the graph)",
+        f"model       {path}",
+        f"version     {meta.version}",
+        "classes     "
+        + ", ".join(
+            f"{c.name} = {c.display}{' (malignant)' if c.malignant else ''}" for c in meta.classes
+        ),
+        f"input       {meta.input.name} {meta.input.layout} {meta.input.size}x{meta.input.size} "
+        f"{meta.input.channel_order} {meta.input.dtype} in {list(meta.input.value_range)}",
+        f"normalise   {spec.normalise}",
+        f"uncertain   confidence < {meta.uncertain_below}",
+        f"not recog.  feature score > {guards.feature_threshold}"
+        + (f", image score > {image_guard.get('threshold')}" if image_guard else "")
+        + f", stained share < {spec.min_cell_fraction}",
+        f"calibration temperature {meta.temperature} (folded into the graph)",
+        f"parameters  {meta.parameters}",
     ]
-    if m:
-        lines += [
-            f"test split  {m.get('split')} n={m.get('test_n')}: "
-            f"accuracy {m.get('test_accuracy'):.4f}, "
-            f"macro F1 {m.get('test_macro_f1'):.4f}, malignant sensitivity "
-            f"{m.get('malignant_sensitivity'):.4f}, ECE {m.get('test_ece_after'):.4f}",
-            "recall      "
-            + ", ".join(f"{k} {v:.3f}" for k, v in m.get("per_class_recall", {}).items()),
-            f"parameters  {m.get('parameters')}",
-        ]
-    lines.append(f"intended    {meta.get('intended_use', '')}")
-    click.echo("\n".join(lines))
+    for m in meta.metrics:
+        lines.append(
+            f"test ({m.split}) n={m.n}: accuracy {m.accuracy:.4f}, macro F1 {m.macro_f1:.4f}, "
+            f"malignant sensitivity {m.malignant_sensitivity:.4f}, ECE {m.ece:.4f}"
+        )
+    lines.append(f"intended    {meta.intended_use}")
+    return lines
 
 
 @main.command()
@@ -151,7 +165,7 @@ def segment(image, output, model) -> None:
     from .preprocess import cell_fraction, explain_overlay, load_image
     from .preprocess import segment as segment_mask
 
-    spec = _classifier(model, 1).info.spec  # the model says how it segments
+    spec = _classifier(model, 1).meta.preprocess  # the model says how it segments
     try:
         bgr = load_image(image)
     except EdgeInferError as exc:
@@ -200,7 +214,21 @@ def segment(image, output, model) -> None:
     show_default=True,
     help="Seconds a file's size and mtime must stay unchanged before it is read.",
 )
-@click.option("--heartbeat", type=click.FloatRange(1), default=60.0, show_default=True)
+@click.option(
+    "--heartbeat",
+    type=click.FloatRange(1),
+    default=60.0,
+    show_default=True,
+    help="Seconds between 'alive' log lines.",
+)
+@click.option(
+    "--retry-for",
+    type=click.FloatRange(0),
+    default=120.0,
+    show_default=True,
+    help="Seconds to keep retrying a file that cannot be read or is still incomplete, "
+    "counted from its last change, before recording it as an error.",
+)
 @click.option("--once", is_flag=True, help="Process what is there, then exit.")
 @click.option("--tta", is_flag=True)
 @model_option
@@ -214,6 +242,7 @@ def watch(
     interval,
     settle,
     heartbeat,
+    retry_for,
     once,
     tta,
     model,
@@ -222,27 +251,35 @@ def watch(
     """Classify every image saved into FOLDER, exactly once, until SIGINT/SIGTERM."""
     import logging
 
-    from .watch import Watcher
+    from .ledger import LedgerInUse
+    from .watch import FolderInUse, Watcher
 
     _log_to_stderr()
+    if once and not Path(folder).is_dir():
+        raise click.UsageError(f"folder {folder} does not exist")
     clf = _classifier(model, threads, tta)
-    w = Watcher(
-        Path(folder),
-        clf,
-        Path(results),
-        done_dir=Path(done_dir) if done_dir else None,
-        failed_dir=Path(failed_dir) if failed_dir else None,
-        recursive=recursive,
-        interval=interval,
-        settle=settle,
-        tta=tta,
-        heartbeat=heartbeat,
-    )
+    try:
+        w = Watcher(
+            Path(folder),
+            clf,
+            Path(results),
+            done_dir=Path(done_dir) if done_dir else None,
+            failed_dir=Path(failed_dir) if failed_dir else None,
+            recursive=recursive,
+            interval=interval,
+            settle=settle,
+            tta=tta,
+            heartbeat=heartbeat,
+            retry_for=retry_for,
+            once=once,
+        )
+    except (FolderInUse, LedgerInUse) as exc:
+        raise click.UsageError(str(exc)) from None
     w.install_signal_handlers()
     logging.getLogger("edge_infer.watch").info(
-        "watching %s -> %s (model %s)", w.folder, results, clf.version
+        "watching %s -> %s (model %s)", w.folder, w.ledger.path, clf.version
     )
-    w.run(once=once)
+    w.run()
 
 
 @main.command()
@@ -259,7 +296,10 @@ def watch(
 def serve(host, port, max_upload_mb, model, threads) -> None:
     """A local upload page and JSON API (POST /api/classify, GET /api/model, GET /healthz)."""
 
-    from .serve import make_server
+    import signal
+    import threading
+
+    from .serve import is_loopback, make_server
 
     _log_to_stderr()
     clf = _classifier(model, threads)
@@ -268,13 +308,27 @@ def serve(host, port, max_upload_mb, model, threads) -> None:
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     h, p = server.server_address[:2]
-    click.echo(f"serving model {clf.version} on http://{h}:{p}/  (Ctrl+C to stop)", err=True)
+    if not is_loopback(h):
+        click.echo(
+            f"WARNING: listening on {h}, reachable from other computers, with no "
+            "authentication: anyone on the network can upload images. Use the default "
+            "--host 127.0.0.1 unless the network is trusted.",
+            err=True,
+        )
+    url_host = f"[{h}]" if ":" in h else h
+    click.echo(f"serving model {clf.version} on http://{url_host}:{p}/  (Ctrl+C to stop)", err=True)
+
+    def stop(signum, _frame):  # shutdown() waits for serve_forever: call it from another thread
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+        click.echo("stopped", err=True)
 
 
 @main.command()

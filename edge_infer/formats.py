@@ -1,72 +1,73 @@
 """Result records as a table, JSON lines or CSV, one record at a time (flushed, so a reader of
-a pipe or a file sees every finished record)."""
+a pipe or a file sees every finished record). Fields and wording come from edge_infer.result."""
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from typing import Any, TextIO
 
-CSV_FIELDS = (
-    "path",
-    "label",
-    "confidence",
-    "status",
-    "uncertain",
-    "out_of_distribution",
-    "ood_score",
-    "p_Benign",
-    "p_Early",
-    "p_Pre",
-    "p_Pro",
-    "message",
-    "model",
-    "error",
-)
+from .result import Status, flat_fields, flatten
+
+FORMATS = ("table", "jsonl", "csv")
 
 
-def flat_record(rec: dict[str, Any]) -> dict[str, Any]:
-    """One CSV row: probabilities spread into p_<class> columns."""
-    row = {k: v for k, v in rec.items() if k != "probabilities"}
-    for cls, p in (rec.get("probabilities") or {}).items():
-        row[f"p_{cls}"] = p
-    return row
+def printable(text: str) -> str:
+    """A name safe to print on one terminal line: control characters (newlines, ANSI escapes)
+    and unpaired surrogates (undecodable bytes in a file name) shown as escapes."""
+    out = []
+    for ch in text:
+        cp = ord(ch)
+        if cp < 0x20 or 0x7F <= cp < 0xA0 or cp in (0x2028, 0x2029) or 0xD800 <= cp < 0xE000:
+            out.append(f"\\x{cp:02x}" if cp < 0x100 else f"\\u{cp:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def table_row(rec: dict[str, Any]) -> str:
+    """`path  verdict  confidence  headline`, readable in a terminal; a result that must not be
+    used shows its verdict and headline only, never a class or a confidence."""
+    path = printable(str(rec["path"]))
+    if rec["status"] == Status.ERROR.value:
+        return f"{path}  {rec['verdict']:<14}  {'-':>5}  {printable(rec['headline'])}"
+    conf = "-" if rec["label"] is None else f"{rec['confidence']:.3f}"
+    note = "" if rec["status"] == Status.OK.value else printable(rec["headline"])
+    return f"{path}  {rec['verdict']:<14}  {conf:>5}  {note}".rstrip()
 
 
 class RecordWriter:
-    def __init__(self, stream: TextIO, fmt: str, extra_fields: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        fmt: str,
+        classes: Sequence[str],
+        extra_fields: Sequence[str] = (),
+    ) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}")
         self.stream = stream
         self.fmt = fmt
         self.header_done = False
-        self.fields = CSV_FIELDS + extra_fields
+        self.fields = flat_fields(classes, extra_fields)
         if fmt == "csv":
             self.csv = csv.DictWriter(
-                stream, self.fields, extrasaction="ignore", lineterminator="\n"
+                stream, self.fields, extrasaction="raise", lineterminator="\n"
             )
 
     def write(self, rec: dict[str, Any]) -> None:
         if self.fmt == "jsonl":
-            self.stream.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            # ensure_ascii: U+2028/U+2029/U+0085 and lone surrogates stay escaped on one line
+            self.stream.write(json.dumps(rec, ensure_ascii=True) + "\n")
         elif self.fmt == "csv":
             if not self.header_done:
                 self.csv.writeheader()
                 self.header_done = True
-            self.csv.writerow(flat_record(rec))
+            self.csv.writerow(flatten(rec))
         else:
             self.stream.write(table_row(rec) + "\n")
         self.stream.flush()
 
     def close(self) -> None:
         self.stream.flush()
-
-
-def table_row(rec: dict[str, Any]) -> str:
-    """`path  LABEL  0.987  status/message`, readable in a terminal."""
-    if "error" in rec:
-        return f"{rec['path']}  ERROR  {rec['error']}"
-    note = {
-        "ok": "",
-        "uncertain": "UNCERTAIN: review by a specialist",
-        "out_of_distribution": "NOT RECOGNISED: " + rec.get("message", ""),
-    }.get(rec["status"], "")
-    return f"{rec['path']}  {rec['label']:<6}  {rec['confidence']:.3f}  {note}".rstrip()

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .preprocess import PreprocessSpec
+
 STAT_NAMES = (
     "L_mean",
     "a_mean",
@@ -58,6 +60,17 @@ def image_statistics(bgr: np.ndarray, size: int = 128) -> np.ndarray:
     )
 
 
+def guard_statistics(
+    bgr: np.ndarray, small: np.ndarray, spec: PreprocessSpec, size: int
+) -> np.ndarray:
+    """The statistics the guard scores: on the network's resized (and acquisition-normalised)
+    image when the guard works at the network's size and nothing is masked, so the resize is
+    shared; otherwise on the decoded image at the guard's own size."""
+    if not spec.mask_background and size == spec.input_size:
+        return image_statistics(small, size)
+    return image_statistics(bgr, size)
+
+
 @dataclass(frozen=True)
 class ImageStatsGuard:
     """Nearest-neighbour distance, in whitened statistics space, to the training images.
@@ -74,8 +87,9 @@ class ImageStatsGuard:
     threshold: float
     size: int = 128
 
-    def score(self, bgr: np.ndarray) -> float:
-        z = (image_statistics(bgr, self.size) - self.mean) @ self.whiten
+    def score(self, stats: np.ndarray) -> float:
+        """The score of one image's statistics (guard_statistics)."""
+        z = (stats - self.mean) @ self.whiten
         return float(((self.reference - z) ** 2).sum(axis=1).min())
 
     def scores(self, stats: np.ndarray) -> np.ndarray:

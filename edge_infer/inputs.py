@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+from .imageformat import IMAGE_SUFFIXES
 
 
 def is_hidden_or_temporary(path: Path) -> bool:
@@ -19,21 +21,56 @@ def is_hidden_or_temporary(path: Path) -> bool:
     )
 
 
-def expand_paths(paths: Iterable[str | Path], recursive: bool = False) -> list[str]:
+@dataclass
+class Inputs:
+    """The files to classify, and the folders that could not be listed (with the reason), so
+    a folder that cannot be read is reported rather than silently skipped."""
+
+    files: list[str] = field(default_factory=list)
+    unlisted: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _is_dir(p: Path) -> bool:
+    try:
+        return p.is_dir()
+    except (OSError, ValueError):
+        return False  # tried as a file: its error is reported there
+
+
+def _list(folder: Path, recursive: bool, out: Inputs) -> None:
+    found: list[str] = []
+
+    def walk(d: Path) -> None:
+        try:
+            with os.scandir(d) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            out.unlisted.append((str(d), f"cannot list folder ({exc.strerror or exc})"))
+            return
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            p = Path(e.path)
+            try:
+                if e.is_dir():
+                    if recursive:
+                        walk(p)
+                elif p.suffix.lower() in IMAGE_SUFFIXES and not is_hidden_or_temporary(p):
+                    found.append(e.path)
+            except OSError:
+                found.append(e.path)  # tried, so its error is reported
+
+    walk(folder)
+    out.files += sorted(found)
+
+
+def expand_paths(paths: Iterable[str | Path], recursive: bool = False) -> Inputs:
     """Files as given (always tried, so a bad one is reported), plus the image files inside
     folders (by extension, hidden and temporary names skipped), in a stable order."""
-    out: list[str] = []
+    out = Inputs()
     for p in map(Path, paths):
-        if p.is_dir():
-            walker = p.rglob("*") if recursive else p.iterdir()
-            out += sorted(
-                str(f)
-                for f in walker
-                if f.is_file()
-                and f.suffix.lower() in IMAGE_SUFFIXES
-                and not is_hidden_or_temporary(f)
-                and not any(part.startswith(".") for part in f.relative_to(p).parts[:-1])
-            )
+        if _is_dir(p):
+            _list(p, recursive, out)
         else:
-            out.append(str(p))
+            out.files.append(str(p))
     return out

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +16,12 @@ import cv2
 import numpy as np
 
 from .errors import ImageError
+from .fileops import ReadRefused, read_limited
+from .imageformat import SIGNATURE_BYTES, detect, supported_names
 
 #: Refuse anything larger before decoding it (decompression bombs); a microscope camera frame
-#: is a few megapixels at most.
-MAX_PIXELS = 40_000_000
+#: is a few megapixels, 20 MP at most.
+MAX_PIXELS = 25_000_000
 #: Refuse files larger than this before reading them whole.
 MAX_FILE_BYTES = 64 * 1024 * 1024
 #: Smaller images cannot hold a cell at the dataset's magnification.
@@ -57,6 +58,12 @@ class PreprocessSpec:
     cell_hue_max: int = 175
     cell_sat_min: int = 50
     min_cell_fraction: float = 0.002
+    # acquisition normalisation of the resized image: "none", or "white_patch" (each channel
+    # scaled so its `white_percentile` -- the smear's bright plasma background, present in every
+    # smear -- maps to `white_target`), which undoes lamp brightness and white balance
+    normalise: str = "none"
+    white_percentile: float = 90.0
+    white_target: float = 250.0
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -77,10 +84,15 @@ class PreprocessSpec:
             raise ValueError(f"channel_order must be RGB or BGR, not {self.channel_order!r}")
         if self.interpolation not in _INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATIONS)}")
+        if self.normalise not in NORMALISATIONS:
+            raise ValueError(f"normalise must be one of {NORMALISATIONS}, not {self.normalise!r}")
+        if not 50.0 <= self.white_percentile <= 100.0 or not 1.0 <= self.white_target <= 255.0:
+            raise ValueError("white_percentile must be in 50-100 and white_target in 1-255")
         if not 8 <= self.input_size <= 1024:
             raise ValueError(f"input_size {self.input_size} is out of range")
 
 
+NORMALISATIONS = ("none", "white_patch")
 _INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
 
 
@@ -89,12 +101,11 @@ _INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": 
 
 def _read_bytes(path: Path, name: str) -> bytes:
     try:
-        size = path.stat().st_size
         if path.is_dir():
             raise ImageError(name, "is a directory, not an image file")
-        if size > MAX_FILE_BYTES:
-            raise ImageError(name, f"file is {size} bytes, over the {MAX_FILE_BYTES}-byte limit")
-        return path.read_bytes()
+        return read_limited(path, MAX_FILE_BYTES)[0]
+    except ReadRefused as exc:
+        raise ImageError(name, str(exc)) from None
     except FileNotFoundError:
         raise ImageError(name, "file not found") from None
     except PermissionError:
@@ -103,41 +114,17 @@ def _read_bytes(path: Path, name: str) -> bytes:
         raise ImageError(name, "is a directory, not an image file") from None
     except OSError as exc:
         raise ImageError(name, f"cannot read file ({exc.strerror or exc})") from None
+    except ValueError as exc:  # e.g. a NUL character in the path
+        raise ImageError(name, f"invalid path ({exc})") from None
 
 
-def _header_dimensions(data: bytes) -> tuple[int, int] | None:
-    """Width and height from a PNG/JPEG/BMP/GIF header, read before decoding anything."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
-        return struct.unpack(">II", data[16:24])
-    if data[:2] == b"BM" and len(data) >= 26:
-        w, h = struct.unpack("<ii", data[18:26])
-        return abs(w), abs(h)
-    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
-        return struct.unpack("<HH", data[6:10])
+def incomplete_reason(data: bytes) -> str | None:
+    """A reason if the encoded stream visibly stops early (decoders pad such files silently).
+    Bytes after the end marker (some cameras append metadata) are accepted."""
     if data[:2] == b"\xff\xd8":
-        i = 2
-        while i + 9 < len(data):
-            if data[i] != 0xFF:
-                i += 1
-                continue
-            marker = data[i + 1]
-            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-                i += 1 if marker == 0xFF else 2
-                continue
-            seg_len = struct.unpack(">H", data[i + 2 : i + 4])[0]
-            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE):
-                h, w = struct.unpack(">HH", data[i + 5 : i + 9])
-                return w, h
-            i += 2 + seg_len
-    return None
-
-
-def _is_truncated(data: bytes) -> str | None:
-    """A reason if the encoded stream visibly stops early (decoders pad such files silently)."""
-    if data[:2] == b"\xff\xd8":
-        if b"\xff\xd9" not in data[-64:].rstrip(b"\x00"):
+        if data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
             return "truncated JPEG (no end-of-image marker)"
-    elif data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-32:]:
+    elif data[:8] == b"\x89PNG\r\n\x1a\n" and data.rfind(b"IEND") < 8:
         return "truncated PNG (no IEND chunk)"
     return None
 
@@ -186,17 +173,25 @@ def decode_image(data: bytes | bytearray | memoryview, name: str = "<bytes>") ->
         raise ImageError(name, "empty file")
     if len(data) > MAX_FILE_BYTES:
         raise ImageError(name, f"{len(data)} bytes, over the {MAX_FILE_BYTES}-byte limit")
-    dims = _header_dimensions(data)
-    if dims is not None and dims[0] * dims[1] > MAX_PIXELS:
+    fmt = detect(data[:SIGNATURE_BYTES])
+    if fmt is None:
+        raise ImageError(name, f"not a supported image format (supported: {supported_names()})")
+    dims = fmt.dimensions(data)
+    if dims is None:
+        raise ImageError(name, f"cannot read the image size from its {fmt.name} header")
+    if dims[0] * dims[1] > MAX_PIXELS:
         raise ImageError(
             name, f"image is {dims[0]}x{dims[1]} px, over the {MAX_PIXELS}-pixel limit"
         )
-    truncated = _is_truncated(data)
+    if min(dims) < 1:
+        raise ImageError(name, f"{fmt.name} header declares an empty {dims[0]}x{dims[1]} image")
+    truncated = incomplete_reason(data)
     if truncated:
         raise ImageError(name, truncated)
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
-        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        # ANYDEPTH|ANYCOLOR (not UNCHANGED): 16-bit kept, EXIF orientation applied, as imread does
+        img = cv2.imdecode(buf, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     except cv2.error as exc:
         raise ImageError(
             name, f"cannot decode image ({str(exc).strip().splitlines()[-1]})"
@@ -300,7 +295,8 @@ def explain_overlay(bgr: np.ndarray, spec: PreprocessSpec | None = None) -> np.n
 
 
 def resize_to_input(bgr: np.ndarray, spec: PreprocessSpec | None = None) -> np.ndarray:
-    """The (masked, if the spec says so) image at the network's input size, still BGR uint8.
+    """The (masked, if the spec says so) image at the network's input size, acquisition-
+    normalised as the spec says, still BGR uint8.
 
     The runtime reuses it for the image-statistics guard, so the resize is paid once."""
     spec = spec or PreprocessSpec()
@@ -310,7 +306,31 @@ def resize_to_input(bgr: np.ndarray, spec: PreprocessSpec | None = None) -> np.n
     size = (spec.input_size, spec.input_size)
     if img.shape[:2] != size:
         img = cv2.resize(img, size, interpolation=_INTERPOLATIONS[spec.interpolation])
-    return img
+    return normalise_acquisition(img, spec)
+
+
+def white_patch_gains(bgr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Per-channel (B, G, R) gains that map each channel's `white_percentile` to `white_target`.
+
+    Histograms, not np.percentile: a 256-bin cv2.calcHist per channel costs microseconds."""
+    n = bgr.shape[0] * bgr.shape[1]
+    rank = spec.white_percentile / 100.0 * (n - 1)
+    gains = np.empty(3, np.float64)
+    for c in range(3):
+        hist = cv2.calcHist([bgr], [c], None, [256], [0, 256]).ravel()
+        level = int(np.searchsorted(np.cumsum(hist), rank + 1.0))
+        gains[c] = spec.white_target / max(level, 8)
+    return gains
+
+
+def normalise_acquisition(small_bgr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Undo lamp brightness and white balance as the spec says (uint8 in, uint8 out)."""
+    if spec.normalise == "none":
+        return small_bgr
+    gains = white_patch_gains(small_bgr, spec)
+    levels = np.arange(256, dtype=np.float64)[:, None] * gains[None, :]
+    lut = np.clip(levels + 0.5, 0, 255).astype(np.uint8).reshape(256, 1, 3)
+    return cv2.LUT(small_bgr, lut)
 
 
 def to_tensor(small_bgr: np.ndarray, spec: PreprocessSpec | None = None) -> np.ndarray:

@@ -1,119 +1,90 @@
 """Watch a folder the microscope camera writes to; classify each image exactly once.
 
 Polling, not inotify: events do not arrive over SMB/NFS shares and fire before a copy ends. A
-file is taken once its size and mtime have been unchanged for `settle` seconds. The results file
-is its own ledger: every record carries the file's path, size, mtime and sha256, is appended and
-fsynced one at a time, and on start the file is read back (a torn last line from a crash is cut
-off), so a restarted watcher skips what is done and redoes what is not, even after `kill -9`.
+file is taken once its size and mtime have been unchanged for `settle` seconds, and only if they
+are still unchanged after it was read. The results file is the ledger (edge_infer.ledger): a
+restarted watcher skips what is done and redoes what is not, even after `kill -9`.
+
+What a lab's folders do to it, and what it does:
+- a copy that stalls longer than `settle` leaves a visibly truncated image: it is retried
+  (back-off) until `retry_for` seconds after its last change, then recorded as an error;
+- a read error (permissions applied late, a share hiccup) is retried the same way;
+- a file bigger than the limit, a FIFO or a device is refused without reading it;
+- a second watcher on the same folder or results file refuses to start;
+- a full disk or a read-only results file pauses the watcher (nothing moved, nothing lost) and
+  it resumes when writing works again; a results file deleted or rotated is started again;
+- moves to --done-dir/--failed-dir are durable (edge_infer.fileops.durable_move) and a failed
+  move is retried to the same recorded name, never to a new one.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
-import json
 import logging
 import os
-import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .classifier import DEFAULT_BATCH, Classifier
-from .formats import RecordWriter
-from .inputs import IMAGE_SUFFIXES, is_hidden_or_temporary
+from .fileops import LockHeld, ReadRefused, durable_move, lock_exclusive, read_limited
+from .imageformat import IMAGE_SUFFIXES, SIGNATURE_BYTES, detect
+from .inputs import is_hidden_or_temporary
+from .ledger import Key, LedgerInUse, ResultsLedger
+from .preprocess import MAX_FILE_BYTES, incomplete_reason
+from .result import Failure
 
 log = logging.getLogger("edge_infer.watch")
 
-LEDGER_FIELDS = ("sha256", "size", "mtime_ns", "classified_at", "moved_to")
-_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*", b"GIF8")
+#: a zero-byte file is usually a copy that has not started writing: wait this long for it
+EMPTY_SETTLE_S = 30.0
+#: back-off between retries of a file that could not be read or is still incomplete
+MAX_BACKOFF_S = 30.0
 
-Key = tuple[str, int, int]  # path, size, mtime_ns
+
+class FolderInUse(Exception):
+    """Another watcher already watches this folder."""
 
 
 def looks_like_image(path: Path) -> bool:
-    """By content: the first bytes carry an image format's signature."""
+    """By content: the first bytes carry the signature of a format we read."""
     try:
         with open(path, "rb") as fh:
-            head = fh.read(12)
+            head = fh.read(SIGNATURE_BYTES)
     except OSError:
         return False
-    return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+    return detect(head) is not None
+
+
+def folder_lock_path(folder: Path) -> Path:
+    """A lock file per watched folder, outside it (the folder may be a read-only share)."""
+    digest = hashlib.sha256(str(folder).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"edge-infer-watch-{digest}.lock"
+
+
+@dataclass
+class Tracked:
+    """A file seen in the folder and not finished yet."""
+
+    size: int
+    mtime_ns: int
+    since: float  # monotonic time its size/mtime last changed
+    attempts: int = 0
+    retry_at: float = 0.0
+    first_failure: float = 0.0
+    last_error: str = ""
 
 
 @dataclass
 class WatchStats:
     classified: int = 0
     failed: int = 0
-    skipped_done: int = 0
+    retried: int = 0
     started: float = field(default_factory=time.monotonic)
-
-
-class ResultsLedger:
-    """The results file (JSONL or CSV), read back as the set of finished files."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fmt = "csv" if path.suffix.lower() == ".csv" else "jsonl"
-        self.done: set[tuple[str, int, int, str]] = set()
-        self.done_paths: set[Key] = set()
-        self.moves: dict[Key, str] = {}  # where a finished file was to be moved
-        self._repair_and_load()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115 - lives with us
-        self.writer = RecordWriter(self.fh, self.fmt, extra_fields=LEDGER_FIELDS)
-        self.writer.header_done = path.stat().st_size > 0
-
-    def _repair_and_load(self) -> None:
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):  # torn last record: cut it, it will be redone
-            keep = data.rfind(b"\n") + 1
-            with open(self.path, "r+b") as fh:
-                fh.truncate(keep)
-            log.warning(
-                "results file ended in a partial record; removed it (%d bytes)", len(data) - keep
-            )
-            data = data[:keep]
-        text = data.decode("utf-8", errors="replace")
-        rows = (
-            csv.DictReader(text.splitlines())
-            if self.fmt == "csv"
-            else (json.loads(line) for line in text.splitlines() if line.strip())
-        )
-        for row in rows:
-            try:
-                key = (row["path"], int(row["size"]), int(row["mtime_ns"]), row["sha256"])
-            except (KeyError, TypeError, ValueError):
-                continue
-            self.done.add(key)
-            self.done_paths.add(key[:3])
-            if row.get("moved_to"):
-                self.moves[key[:3]] = row["moved_to"]
-
-    def append(self, record: dict) -> None:
-        self.writer.write(record)
-        os.fsync(self.fh.fileno())
-        self.done.add((record["path"], record["size"], record["mtime_ns"], record["sha256"]))
-        self.done_paths.add((record["path"], record["size"], record["mtime_ns"]))
-
-    def close(self) -> None:
-        self.fh.close()
-
-
-def unique_destination(folder: Path, name: str) -> Path:
-    """folder/name, or folder/stem-1.ext, -2, ... so nothing is overwritten."""
-    dest = folder / name
-    stem, suffix = Path(name).stem, Path(name).suffix
-    i = 1
-    while dest.exists():
-        dest = folder / f"{stem}-{i}{suffix}"
-        i += 1
-    return dest
 
 
 class Watcher:
@@ -130,43 +101,59 @@ class Watcher:
         tta: bool = False,
         batch_size: int = DEFAULT_BATCH,
         heartbeat: float = 60.0,
+        retry_for: float = 120.0,
+        once: bool = False,
     ) -> None:
-        self.folder = Path(folder).absolute()
+        self.folder = Path(os.path.realpath(folder))
         self.clf = classifier
-        self.ledger = ResultsLedger(Path(results))
-        self.done_dir = done_dir
-        self.failed_dir = failed_dir
+        try:
+            self._folder_lock = lock_exclusive(folder_lock_path(self.folder))
+        except LockHeld:
+            raise FolderInUse(f"{self.folder} is already watched by another watcher") from None
+        try:
+            self.ledger = ResultsLedger(Path(results), classifier.classes)
+        except LedgerInUse:
+            self._folder_lock.close()
+            raise
+        self.done_dir = Path(os.path.realpath(done_dir)) if done_dir else None
+        self.failed_dir = Path(os.path.realpath(failed_dir)) if failed_dir else None
         self.recursive = recursive
         self.interval = interval
         self.settle = settle
         self.tta = tta
         self.batch_size = batch_size
         self.heartbeat = heartbeat
+        self.retry_for = retry_for
+        self.once = once
         self.stats = WatchStats()
         self.stop_requested = False
-        self._seen: dict[str, tuple[int, int, float]] = {}  # path -> size, mtime_ns, since
+        self._tracked: dict[str, Tracked] = {}
         self._ignored: set[Key] = set()
         self._folder_missing = False
+        self._write_failing = False
         self._last_beat = time.monotonic()
 
     # ---------------------------------------------------------------- scanning
     def _walk(self) -> Iterator[os.DirEntry]:
         stack = [self.folder]
-        skip = {p.absolute() for p in (self.done_dir, self.failed_dir) if p is not None}
+        skip = {p for p in (self.done_dir, self.failed_dir) if p is not None}
         while stack:
             with os.scandir(stack.pop()) as it:
                 for entry in it:
                     if entry.name.startswith("."):
                         continue
-                    if entry.is_dir(follow_symlinks=False):
-                        if self.recursive and Path(entry.path).absolute() not in skip:
-                            stack.append(Path(entry.path))
-                    elif entry.is_file():
-                        yield entry
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            if self.recursive and Path(entry.path) not in skip:
+                                stack.append(Path(entry.path))
+                        elif entry.is_file():
+                            yield entry
+                    except OSError:
+                        continue
 
-    def scan(self) -> list[tuple[str, int, int]] | None:
-        """Files ready to classify (settled, not done, image content); None if the folder is
-        unreachable."""
+    def scan(self) -> list[Key] | None:
+        """Files ready to classify (settled, not done, image by name or content, not waiting
+        for a retry); None if the folder is unreachable."""
         now = time.monotonic()
         try:
             entries = list(self._walk())
@@ -180,94 +167,178 @@ class Watcher:
             self._folder_missing = False
         ready, present = [], set()
         for entry in entries:
-            path = Path(entry.path)
-            if is_hidden_or_temporary(path):
-                continue
-            try:
-                st = entry.stat()
-            except OSError:
-                continue
-            state = (st.st_size, st.st_mtime_ns)
-            present.add(entry.path)
-            key = (entry.path, *state)
-            if key in self.ledger.done_paths:
-                moved_to = self.ledger.moves.get(key)
-                if moved_to:  # recorded, but a crash came before the move: finish it
-                    self._move(
-                        entry.path, unique_destination(Path(moved_to).parent, Path(moved_to).name)
-                    )
-                continue
-            if key in self._ignored:
-                continue
-            seen = self._seen.get(entry.path)
-            if seen is None or seen[:2] != state:
-                self._seen[entry.path] = (*state, now)
-                if self.settle > 0:
-                    continue
-                seen = self._seen[entry.path]
-            if now - seen[2] < self.settle or st.st_size == 0:
-                continue
-            if path.suffix.lower() not in IMAGE_SUFFIXES and not looks_like_image(path):
-                self._ignored.add(key)  # not an image by name or content: not ours
-                self._seen.pop(entry.path, None)
-                continue
-            ready.append(key)
-        for gone in set(self._seen) - present:
-            del self._seen[gone]
+            key = self._candidate(entry, now)
+            if key is not None:
+                present.add(entry.path)
+                if key is not True:
+                    ready.append(key)
+        for gone in set(self._tracked) - present:
+            del self._tracked[gone]
         return sorted(ready)
 
+    def _candidate(self, entry: os.DirEntry, now: float) -> Key | bool | None:
+        """The file's key when it is ready; True when it is tracked but not ready; None when
+        it is not ours or already done."""
+        path = Path(entry.path)
+        if is_hidden_or_temporary(path):
+            return None
+        try:
+            st = entry.stat()
+        except OSError:
+            return None
+        key = (entry.path, st.st_size, st.st_mtime_ns)
+        done = self.ledger.entries.get(key)
+        if done is not None and (done.inode is None or done.inode == st.st_ino):
+            if done.moved_to:  # recorded, but the move did not happen (crash, full disk)
+                self._finish_move(entry.path, Path(done.moved_to))
+            return None
+        if key in self._ignored:
+            return None
+        t = self._tracked.get(entry.path)
+        if t is None or (t.size, t.mtime_ns) != key[1:]:
+            t = Tracked(st.st_size, st.st_mtime_ns, now)
+            self._tracked[entry.path] = t
+        wait = self.settle if st.st_size or self.once else max(self.settle, EMPTY_SETTLE_S)
+        if now - t.since < wait or now < t.retry_at:
+            return True
+        if path.suffix.lower() not in IMAGE_SUFFIXES and not looks_like_image(path):
+            self._ignored.add(key)  # not an image by name or content: not ours
+            del self._tracked[entry.path]
+            return None
+        return key
+
     def pending(self) -> int:
-        return len(self._seen)
+        return len(self._tracked)
 
     # ---------------------------------------------------------------- processing
-    def _read(self, key: Key) -> tuple[bytes | None, str]:
+    def _retry_later(self, key: Key, reason: str) -> bool:
+        """Schedule another attempt; False when the file has been failing for `retry_for`
+        seconds since it last changed (then its error is final)."""
+        now = time.monotonic()
+        t = self._tracked.setdefault(key[0], Tracked(key[1], key[2], now))
+        if t.attempts == 0:
+            t.first_failure = now
+        if now - t.since >= self.retry_for:
+            return False
+        t.attempts += 1
+        t.last_error = reason
+        t.retry_at = now + min(MAX_BACKOFF_S, max(self.settle, 0.5) * 2 ** (t.attempts - 1))
+        self.stats.retried += 1
+        log.info("%s: %s; retry %d in %.0f s", key[0], reason, t.attempts, t.retry_at - now)
+        return True
+
+    def _read(self, key: Key) -> tuple[bytes | None, str, str]:
+        """(data, sha256, error); data None means "not now" (retry scheduled) when error is
+        empty, or a final error otherwise."""
         try:
-            data = Path(key[0]).read_bytes()
+            data, digest = read_limited(key[0], MAX_FILE_BYTES)
+        except ReadRefused as exc:
+            return None, "", str(exc)
         except OSError as exc:
-            return None, f"cannot read file ({exc.strerror or exc})"
-        return data, hashlib.sha256(data).hexdigest()
+            reason = f"cannot read file ({exc.strerror or exc})"
+            return (None, "", "") if self._retry_later(key, reason) else (None, "", reason)
+        try:
+            st = os.stat(key[0])
+            changed = (st.st_size, st.st_mtime_ns) != key[1:]
+        except OSError:
+            changed = True
+        if changed:  # still being written: wait for it to settle again
+            self._tracked.pop(key[0], None)
+            return None, "", ""
+        incomplete = incomplete_reason(data)
+        if incomplete and self._retry_later(key, incomplete + ", still being written?"):
+            return None, "", ""
+        done = self.ledger.entries.get(key)
+        if done is not None and done.sha256 == digest:  # same content, new inode (a remount)
+            self._tracked.pop(key[0], None)
+            self._ignored.add(key)
+            return None, "", ""
+        return data, digest, ""
 
     def process(self, keys: list[Key]) -> None:
         """Classify in batches; one record per file, appended as each batch finishes."""
         for i in range(0, len(keys), self.batch_size):
             chunk = keys[i : i + self.batch_size]
-            blobs = [self._read(k) for k in chunk]
-            images = [b if b is not None else b"" for b, _ in blobs]
-            outcomes = self.clf.iter_predict(
-                images, tta=self.tta, batch_size=self.batch_size, names=[k[0] for k in chunk]
-            )
-            for key, (blob, digest), outcome in zip(chunk, blobs, outcomes, strict=True):
-                record = outcome.to_record()
-                if blob is None:
-                    record = {"path": key[0], "error": digest}
-                    digest = ""
-                record.update(
-                    sha256=digest,
-                    size=key[1],
-                    mtime_ns=key[2],
-                    classified_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            reads = [(key, *self._read(key)) for key in chunk]
+            todo = [(k, d, s, e) for k, d, s, e in reads if d is not None or e]
+            blobs = [(k, d, s) for k, d, s, e in todo if d is not None]
+            outcomes = iter(
+                self.clf.iter_predict(
+                    [d for _, d, _ in blobs],
+                    tta=self.tta,
+                    batch_size=self.batch_size,
+                    names=[k[0] for k, _, _ in blobs],
                 )
-                target = self.done_dir if outcome.ok else self.failed_dir
-                dest = unique_destination(target, Path(key[0]).name) if target else None
-                record["moved_to"] = str(dest) if dest else None
-                self.ledger.append(record)
-                if dest is not None:
-                    self._move(key[0], dest)
-                if outcome.ok:
-                    self.stats.classified += 1
-                else:
-                    self.stats.failed += 1
-                    log.warning("%s: %s", key[0], record.get("error"))
-                self._seen.pop(key[0], None)
+            )
+            for key, data, digest, error in todo:
+                outcome = next(outcomes) if data is not None else Failure(key[0], error)
+                if not self._record(key, digest, outcome):
+                    return  # cannot write results: stop this round, nothing moved
             if self.stop_requested:
                 return
 
-    def _move(self, src: str, dest: Path) -> None:
+    def _record(self, key: Key, digest: str, outcome) -> bool:
+        record = outcome.to_record()
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(src, dest)
+            inode = os.stat(key[0]).st_ino
+        except OSError:
+            inode = None
+        target = self.done_dir if outcome.ok else self.failed_dir
+        dest = self._destination(target, key[0]) if target else None
+        record.update(
+            sha256=digest,
+            size=key[1],
+            mtime_ns=key[2],
+            inode=inode,
+            classified_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            moved_to=str(dest) if dest else None,
+        )
+        try:
+            self.ledger.append(record)
         except OSError as exc:
-            log.warning("could not move %s to %s: %s", src, dest, exc)
+            if not self._write_failing:
+                log.error(
+                    "cannot write results to %s (%s); pausing until it works again, "
+                    "nothing is moved meanwhile",
+                    self.ledger.path,
+                    exc.strerror or exc,
+                )
+            self._write_failing = True
+            return False
+        if self._write_failing:
+            log.info("results file writable again; resuming")
+            self._write_failing = False
+        self._tracked.pop(key[0], None)
+        if outcome.ok:
+            self.stats.classified += 1
+            log.info("%s: %s", key[0], outcome.headline)
+        else:
+            self.stats.failed += 1
+            log.warning("%s: %s", key[0], outcome.error)
+        if dest is not None:
+            self._finish_move(key[0], dest)
+        return True
+
+    def _destination(self, folder: Path, src: str) -> Path:
+        """folder/name, or folder/stem-1.ext, -2, ... so nothing is overwritten."""
+        name = Path(src).name
+        dest = folder / name
+        stem, suffix = Path(name).stem, Path(name).suffix
+        i = 1
+        while dest.exists():
+            dest = folder / f"{stem}-{i}{suffix}"
+            i += 1
+        return dest
+
+    def _finish_move(self, src: str, dest: Path) -> None:
+        """Move to the recorded destination; on failure it is retried on a later scan, to the
+        same name (a full disk never leaves a trail of new names)."""
+        try:
+            durable_move(Path(src), dest)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("could not move %s to %s: %s (retrying later)", src, dest, exc)
 
     # ---------------------------------------------------------------- loop
     def beat(self, force: bool = False) -> None:
@@ -275,41 +346,43 @@ class Watcher:
         if force or now - self._last_beat >= self.heartbeat:
             self._last_beat = now
             log.info(
-                "alive: %d classified, %d failed, %d waiting to settle, up %.0f s",
+                "alive: %d classified, %d failed, %d waiting, up %.0f s",
                 self.stats.classified,
                 self.stats.failed,
                 self.pending(),
                 now - self.stats.started,
             )
 
-    def run(self, once: bool = False) -> WatchStats:
-        first = True
+    def run(self) -> WatchStats:
         try:
+            first = True
             while not self.stop_requested:
                 ready = self.scan()
                 if ready:
-                    if first and len(ready) > 1:
-                        log.info("backlog: %d images", len(ready))
-                    self.process_with_progress(ready, first)
+                    if first or len(ready) > self.batch_size:
+                        log.info("%d images to classify", len(ready))
+                    self.process_with_progress(ready)
                 first = False
                 self.beat()
-                if once and ready is not None and not ready and not self.pending():
+                if self.once and ready is not None and not ready and not self.pending():
                     break
                 self._sleep(self.interval)
         finally:
-            self.ledger.close()
+            self.close()
             self.beat(force=True)
         return self.stats
 
-    def process_with_progress(self, ready: list[Key], backlog: bool) -> None:
-        if not backlog or len(ready) <= self.batch_size:
-            self.process(ready)
-            return
+    def process_with_progress(self, ready: list[Key]) -> None:
         for i in range(0, len(ready), self.batch_size):
             self.process(ready[i : i + self.batch_size])
-            log.info("backlog: %d/%d done", min(i + self.batch_size, len(ready)), len(ready))
-            if self.stop_requested:
+            if len(ready) > self.batch_size:
+                log.info("progress: %d/%d", min(i + self.batch_size, len(ready)), len(ready))
+            if self.stop_requested or self._write_failing:
                 return
+
+    def close(self) -> None:
+        self.ledger.close()
+        self._folder_lock.close()
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds

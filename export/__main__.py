@@ -30,6 +30,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--parity-images", type=int, default=0, help="0 = the whole test split")
     ap.add_argument("--min-parity-images", type=int, default=300)
     ap.add_argument("--int8", action="store_true", help="also build and gate an int8 variant")
+    ap.add_argument(
+        "--also-run",
+        type=Path,
+        action="append",
+        default=[],
+        help="a run of the same recipe on another split (e.g. pseudo-patient groups) whose "
+        "test figures travel in the metadata beside this run's",
+    )
     ap.add_argument("--calibration-images", type=int, default=256)
     return ap.parse_args(argv)
 
@@ -41,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from edge_infer.preprocess import PreprocessSpec
     from train.dataset import CLASSES, read_manifest, select
+    from train.guard import GUARDS_FILE
     from train.pipeline import load_prepared
 
     from . import parity
@@ -56,14 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     threshold = args.uncertain_below or metrics["uncertainty"]["threshold"]
     step("converting with tf2onnx")
     proto = convert(export_model, spec.input_size)
-    guard_file = args.run / "image_guard.json"
-    image_guard = json.loads(guard_file.read_text()) if guard_file.exists() else None
-    if image_guard is None:
-        step(f"no {guard_file}: the image-statistics guard is left out (python -m train.guard)")
-    if image_guard and "feature_threshold" in image_guard:  # re-thresholded by train.guard
-        metrics["ood"]["threshold"] = image_guard["feature_threshold"]
-        metrics["ood"]["threshold_rule"] = image_guard["threshold_rule"]
-    write_metadata(proto, metadata_for(metrics, version, threshold, image_guard))
+    guard_file = args.run / GUARDS_FILE
+    guards = json.loads(guard_file.read_text()) if guard_file.exists() else None
+    if guards is None:
+        step(f"no {guard_file}: the model has no guard thresholds (python -m train.guard)")
+    others = [json.loads((r / "metrics.json").read_text()) for r in args.also_run]
+    meta = metadata_for(metrics, version, threshold, guards, others)
+    write_metadata(proto, meta)
     onnx.checker.check_model(proto, full_check=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(args.out))
@@ -77,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = [args.data / r.path for r in test]
     step(f"parity gate on {len(paths)} test images")
     report = parity.check(
-        export_model, args.out, paths, spec, metrics["ood"]["threshold"], args.min_parity_images
+        export_model, args.out, paths, spec, meta.guards.feature_threshold, args.min_parity_images
     )
     report_path = args.out.with_suffix(".parity.json")
     report_path.write_text(json.dumps(report, indent=2))

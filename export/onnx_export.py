@@ -13,8 +13,18 @@ import onnx
 import tensorflow as tf
 from keras import layers, ops
 
-from edge_infer.model import SCHEMA_KEY, SCHEMA_VERSION
+from edge_infer.metadata import (
+    ALL_PBS_CLASSES,
+    INPUT_NAME,
+    OOD_SCORE,
+    PROBABILITIES,
+    Guards,
+    InputInfo,
+    ModelMetadata,
+    SplitMetrics,
+)
 from edge_infer.preprocess import PreprocessSpec
+from train.guard import OOD_STATS_FILE
 
 OPSET = 17
 
@@ -23,15 +33,15 @@ class MahalanobisScore(layers.Layer):
     """min_c ||(f - mu_c) @ L||^2 with precision = L @ L.T: the guard travels inside the graph
     as two constant tensors, so any ONNX tool computes the same score."""
 
-    def __init__(self, means: np.ndarray, chol: np.ndarray, **kwargs) -> None:
+    def __init__(self, means: np.ndarray, whiten: np.ndarray, **kwargs) -> None:
         super().__init__(**kwargs)
         self.means = np.asarray(means, np.float32)
-        self.chol = np.asarray(chol, np.float32)
+        self.whiten = np.asarray(whiten, np.float32)
 
     def call(self, features):
         # centre first, then project: projecting first loses precision to cancellation
         diff = ops.expand_dims(features, 1) - ops.convert_to_tensor(self.means)[None]
-        z = ops.matmul(diff, ops.convert_to_tensor(self.chol))
+        z = ops.matmul(diff, ops.convert_to_tensor(self.whiten))
         return ops.min(ops.sum(ops.square(z), axis=-1), axis=-1, keepdims=True)
 
 
@@ -43,12 +53,12 @@ def build_export_model(run: Path) -> tuple[keras.Model, dict]:
     logits = model.get_layer("logits").output
     scaled = layers.Rescaling(1.0 / temperature, name="temperature_scaling")(logits)
     probs = layers.Softmax(name="probabilities")(scaled)
-    outputs = {"probabilities": probs}
-    stats_file = run / "ood_stats.npz"
+    outputs = {PROBABILITIES: probs}
+    stats_file = run / OOD_STATS_FILE
     if stats_file.exists():
         stats = np.load(stats_file)
         features = model.get_layer("features").output
-        outputs["ood_score"] = MahalanobisScore(stats["means"], stats["chol"], name="ood_score")(
+        outputs[OOD_SCORE] = MahalanobisScore(stats["means"], stats["whiten"], name=OOD_SCORE)(
             features
         )
     export_model = keras.Model(model.input, list(outputs.values()), name="all_cnn_export")
@@ -58,9 +68,9 @@ def build_export_model(run: Path) -> tuple[keras.Model, dict]:
 def convert(export_model: keras.Model, input_size: int) -> onnx.ModelProto:
     import tf2onnx
 
-    spec = (tf.TensorSpec((None, input_size, input_size, 3), tf.float32, name="image"),)
+    spec = (tf.TensorSpec((None, input_size, input_size, 3), tf.float32, name=INPUT_NAME),)
     proto, _ = tf2onnx.convert.from_keras(export_model, input_signature=spec, opset=OPSET)
-    names = ["probabilities", "ood_score"][: len(proto.graph.output)]
+    names = [PROBABILITIES, OOD_SCORE][: len(proto.graph.output)]
     rename_outputs(proto, names)
     return proto
 
@@ -77,64 +87,62 @@ def rename_outputs(proto: onnx.ModelProto, names: list[str]) -> None:
         out.name = new
 
 
-def metadata_for(
-    metrics: dict, version: str, uncertain_below: float, image_guard: dict | None = None
-) -> dict[str, object]:
-    """Everything the runtime (or any ONNX tool) needs, as JSON-serialisable values."""
-    # the complete spec (defaults filled in), so the model states every parameter it relies on
-    spec = json.loads(PreprocessSpec.from_json(metrics["preprocess"]).to_json())
-    size = int(spec["input_size"])
+def split_metrics(metrics: dict) -> SplitMetrics:
+    """The headline test figures of a run's metrics.json."""
     test = metrics["test"]
-    return {
-        SCHEMA_KEY: SCHEMA_VERSION,
-        "classes": metrics["classes"],
-        "input": {
-            "name": "image",
-            "shape": [None, size, size, 3],
-            "layout": "NHWC",
-            "dtype": "float32",
-            "channel_order": spec["channel_order"],
-            "value_range": [0.0, 1.0],
-        },
-        "outputs": {
-            "probabilities": "calibrated class probabilities (temperature folded into the graph)",
-            "ood_score": "min squared Mahalanobis distance of pooled features to class means",
-        },
-        "preprocess": spec,
-        "temperature": metrics["calibration"]["temperature"],
-        "temperature_in_graph": True,
-        "uncertain_below": uncertain_below,
-        "ood": {
-            "threshold": metrics["ood"]["threshold"],
-            "rule": metrics["ood"]["threshold_rule"],
-            "score": metrics["ood"]["score"],
-            "image_stats": image_guard,
-        },
-        "model_version": version,
-        "metrics": {
-            "split": metrics["split_column"],
-            "test_n": test["n"],
-            "test_accuracy": test["accuracy"],
-            "test_macro_f1": test["macro_f1"],
-            "malignant_sensitivity": test["malignant_sensitivity"],
-            "benign_specificity": test["benign_specificity"],
-            "per_class_recall": {k: v["recall"] for k, v in test["per_class"].items()},
-            "test_ece_after": metrics["calibration"]["test_ece_after"],
-            "parameters": metrics["model"]["parameters"],
-        },
-        "manifest_sha256": metrics["manifest_sha256"],
-        "versions": metrics["versions"],
-        "git_commit": metrics.get("git_commit", "unknown"),
-        "dataset": "ALL PBS images, Aria et al. 2021, Kaggle DOI 10.34740/KAGGLE/DSV/2175623",
-        "intended_use": "screening aid for trained staff; not a diagnosis",
-    }
+    return SplitMetrics(
+        split=metrics["split_column"],
+        n=int(test["n"]),
+        accuracy=float(test["accuracy"]),
+        macro_f1=float(test["macro_f1"]),
+        malignant_sensitivity=float(test["malignant_sensitivity"]),
+        benign_specificity=float(test["benign_specificity"]),
+        ece=float(metrics["calibration"]["test_ece_after"]),
+        per_class_recall={k: float(v["recall"]) for k, v in test["per_class"].items()},
+    )
 
 
-def write_metadata(proto: onnx.ModelProto, meta: dict[str, object]) -> None:
+def metadata_for(
+    metrics: dict,
+    version: str,
+    uncertain_below: float,
+    guards: dict | None,
+    other_runs: list[dict] = (),
+) -> ModelMetadata:
+    """Everything the runtime (or any ONNX tool) needs. The guards are copied unchanged from
+    the run's guards.json (train.guard owns the thresholds)."""
+    spec = PreprocessSpec.from_json(metrics["preprocess"])
+    by_name = {c.name: c for c in ALL_PBS_CLASSES}
+    return ModelMetadata(
+        classes=tuple(by_name[c] for c in metrics["classes"]),
+        input=InputInfo(INPUT_NAME, spec.input_size, spec.channel_order),
+        preprocess=spec,
+        version=version,
+        temperature=float(metrics["calibration"]["temperature"]),
+        uncertain_below=float(uncertain_below),
+        guards=Guards(
+            feature_threshold=guards["feature_threshold"],
+            feature_rule=guards["feature_rule"],
+            image_stats=guards["image_stats"],
+        )
+        if guards
+        else Guards(None),
+        parameters=int(metrics["model"]["parameters"]),
+        metrics=(split_metrics(metrics), *(split_metrics(m) for m in other_runs)),
+        provenance={
+            "manifest_sha256": metrics["manifest_sha256"],
+            "versions": metrics["versions"],
+            "git_commit": metrics.get("git_commit", "unknown"),
+            "command": metrics.get("command", ""),
+        },
+    )
+
+
+def write_metadata(proto: onnx.ModelProto, meta: ModelMetadata) -> None:
     del proto.metadata_props[:]
-    for key, value in meta.items():
+    for key, value in meta.to_props().items():
         entry = proto.metadata_props.add()
         entry.key = key
-        entry.value = json.dumps(value)
+        entry.value = value
     proto.producer_name = "edge_infer export"
     proto.doc_string = "ALL blood smear classifier (Benign/Early/Pre/Pro); see metadata_props"

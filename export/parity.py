@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_infer import Classifier
-from edge_infer.model import run as ort_run
+from edge_infer.metadata import OOD_SCORE, PROBABILITIES
 from edge_infer.preprocess import PreprocessSpec
 
 MAX_ABS_DIFF = 1e-4
@@ -23,7 +23,7 @@ def keras_outputs(export_model, paths: list[Path], spec: PreprocessSpec) -> dict
     ds = make_dataset(paths, [0] * len(paths), spec, 64, training=False).map(lambda x, y: x)
     outs = export_model.predict(ds, verbose=0)
     outs = outs if isinstance(outs, list) else [outs]
-    names = ["probabilities", "ood_score"][: len(outs)]
+    names = [PROBABILITIES, OOD_SCORE][: len(outs)]
     return {n: np.asarray(o, np.float64) for n, o in zip(names, outs, strict=True)}
 
 
@@ -44,20 +44,18 @@ def check(
     x = np.stack([load_prepared(str(p), spec) for p in paths])
     ort_out = {}
     for i in range(0, len(x), 64):
-        for k, v in ort_run(clf.session, clf.info, x[i : i + 64]).items():
+        for k, v in clf.model.run(x[i : i + 64]).items():
             ort_out.setdefault(k, []).append(v)
     ort_out = {k: np.concatenate(v).astype(np.float64) for k, v in ort_out.items()}
-    conv_diff = float(np.abs(ort_out["probabilities"] - ref["probabilities"]).max())
-    conv_agree = float(
-        (ort_out["probabilities"].argmax(1) == ref["probabilities"].argmax(1)).mean()
-    )
+    conv_diff = float(np.abs(ort_out[PROBABILITIES] - ref[PROBABILITIES]).max())
+    conv_agree = float((ort_out[PROBABILITIES].argmax(1) == ref[PROBABILITIES].argmax(1)).mean())
     # 2. the edge path: files on disk -> edge_infer loading/preprocessing -> onnxruntime
     preds = clf.predict_batch([str(p) for p in paths])
     failed = [p.source for p in preds if not p.ok]
     edge = np.array([[p.probabilities[c] for c in clf.classes] for p in preds if p.ok])
-    edge_diff = float(np.abs(edge - ref["probabilities"]).max()) if not failed else float("inf")
+    edge_diff = float(np.abs(edge - ref[PROBABILITIES]).max()) if not failed else float("inf")
     edge_agree = (
-        float((edge.argmax(1) == ref["probabilities"].argmax(1)).mean()) if not failed else 0.0
+        float((edge.argmax(1) == ref[PROBABILITIES].argmax(1)).mean()) if not failed else 0.0
     )
     report = {
         "images": len(paths),
@@ -67,14 +65,14 @@ def check(
         "edge_path": {"max_abs_diff": edge_diff, "argmax_agreement": edge_agree, "failed": failed},
     }
     ood_ok = True
-    if "ood_score" in ref and "ood_score" in ort_out and ood_threshold:
-        a, b = ort_out["ood_score"].ravel(), ref["ood_score"].ravel()
-        report["ood_score"] = {
+    if OOD_SCORE in ref and OOD_SCORE in ort_out and ood_threshold:
+        a, b = ort_out[OOD_SCORE].ravel(), ref[OOD_SCORE].ravel()
+        report[OOD_SCORE] = {
             "max_abs_diff_over_threshold": float(np.abs(a - b).max() / ood_threshold),
             "flag_agreement": float(((a > ood_threshold) == (b > ood_threshold)).mean()),
             "limit_over_threshold": OOD_TOLERANCE,
         }
-        ood_ok = report["ood_score"]["max_abs_diff_over_threshold"] <= OOD_TOLERANCE
+        ood_ok = report[OOD_SCORE]["max_abs_diff_over_threshold"] <= OOD_TOLERANCE
     report["passed"] = bool(
         len(paths) >= min_images
         and conv_diff <= MAX_ABS_DIFF

@@ -23,6 +23,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edge_infer import Classifier
+from edge_infer.model import OnnxModel
 
 MAX_ACCURACY_DROP = 0.003
 MAX_RECALL_DROP = 0.01
@@ -73,7 +74,7 @@ def quantize(fp32: Path, out: Path, calibration: np.ndarray) -> None:
 def evaluate(model: Path, paths: list[str], labels: np.ndarray) -> dict:
     clf = Classifier(model, threads=1)
     preds = clf.predict_batch(paths)
-    pred = np.array([clf.classes.index(p.label) for p in preds])
+    pred = np.array([clf.classes.index(p.raw_label) for p in preds])
     recalls = {c: float((pred[labels == i] == i).mean()) for i, c in enumerate(clf.classes)}
     return {
         "pred": pred,
@@ -85,14 +86,13 @@ def evaluate(model: Path, paths: list[str], labels: np.ndarray) -> dict:
 
 def latency_ms(model: Path, x: np.ndarray, runs: int = 50) -> float:
     """Median single-thread batch-1 latency after warm-up."""
-    clf = Classifier(model, threads=1)
-    feed = {clf.info.input_name: x[:1]}
+    onnx_model = OnnxModel(model, threads=1)
     for _ in range(10):
-        clf.session.run(None, feed)
+        onnx_model.run(x[:1])
     times = []
     for _ in range(runs):
         t = time.perf_counter()
-        clf.session.run(None, feed)
+        onnx_model.run(x[:1])
         times.append(time.perf_counter() - t)
     return float(np.median(times) * 1000)
 

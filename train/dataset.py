@@ -17,9 +17,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_infer.imageformat import IMAGE_SUFFIXES
+from edge_infer.metadata import ALL_PBS_CLASSES
 from edge_infer.preprocess import load_image, segment
 
-CLASSES: tuple[str, ...] = ("Benign", "Early", "Pre", "Pro")
+CLASSES: tuple[str, ...] = tuple(c.name for c in ALL_PBS_CLASSES)
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 DATA_ENV = "ALL_PBS_DATA"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +29,6 @@ DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "all-pbs"
 MANIFEST = PROJECT_ROOT / "splits" / "manifest.csv"
 #: The dataset has 89 patients; pseudo-patient groups are made in that number.
 N_PATIENTS = 89
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,14 @@
-"""`python -m train.guard --run RUN`: fit the image-statistics guard of a run (train images),
-re-threshold the feature-space guard, both on the validation images only, and write
-RUN/image_guard.json for the exporter.
+"""`python -m train.guard --run RUN`: fit both out-of-distribution guards of a run and set their
+thresholds, writing RUN/ood_stats.npz (feature means and whitening, folded into the graph by the
+exporter) and RUN/guards.json (thresholds and the image-statistics guard). This module is the one
+owner of the guard thresholds: `python -m train` calls it, export copies guards.json unchanged.
 
-Both guards raise false alarms independently, so each is set at a high validation percentile
-(99.5 by default) to keep their union near 1% of clean images."""
+Fitted on the training images, thresholded on the validation images only. With
+`--acquisition` (the default when the run was trained with acquisition augmentation) each
+training and validation image is also seen under `copies` random acquisitions from
+train.acquisition, so a lamp, white balance or focus change that the model handles is not
+flagged, while changes beyond what it was trained on still are. Both guards raise false alarms
+independently, so each is set at a high validation percentile (99.5 by default)."""
 
 from __future__ import annotations
 
@@ -13,39 +18,124 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_infer.guard import ImageStatsGuard, image_statistics
-from edge_infer.preprocess import load_image
+from edge_infer.guard import ImageStatsGuard, guard_statistics
+from edge_infer.preprocess import PreprocessSpec, load_image, resize_to_input, to_tensor
 
-from .dataset import default_data_root, read_manifest, select
+from .acquisition import random_acquisition
+from .dataset import CLASSES, default_data_root, read_manifest, select
+
+GUARDS_FILE = "guards.json"
+OOD_STATS_FILE = "ood_stats.npz"
 
 
-def stats_for(data: Path, records) -> np.ndarray:
-    return np.stack([image_statistics(load_image(data / r.path)) for r in records])
+def views(images: list[np.ndarray], copies: int, seed: int) -> list[np.ndarray]:
+    """The images, then `copies` random acquisitions of each (seeded)."""
+    rng = np.random.default_rng(seed)
+    out = list(images)
+    for _ in range(copies):
+        out += [random_acquisition(img, rng) for img in images]
+    return out
 
 
-def feature_scores(run: Path, data: Path, splits) -> list[np.ndarray]:
-    """Mahalanobis scores of the run's Keras model (inference mode) on each list of records."""
+def inputs_and_stats(images: list[np.ndarray], spec: PreprocessSpec, guard_size: int):
+    """Network inputs and image statistics, computed as the runtime computes them."""
+    xs, stats = [], []
+    for img in images:
+        small = resize_to_input(img, spec)
+        xs.append(to_tensor(small, spec))
+        stats.append(guard_statistics(img, small, spec, guard_size))
+    return np.stack(xs), np.stack(stats)
+
+
+def fit_guards(
+    run: Path,
+    data: Path,
+    percentile: float = 99.5,
+    acquisition: bool | None = None,
+    copies: int = 2,
+    limit: int = 0,
+) -> dict:
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from edge_infer.preprocess import PreprocessSpec
-
-    from .metrics import mahalanobis_score
-    from .pipeline import make_dataset
+    from .metrics import fit_mahalanobis, mahalanobis_score
 
     metrics = json.loads((run / "metrics.json").read_text())
     spec = PreprocessSpec.from_json(metrics["preprocess"])
+    if acquisition is None:
+        acquisition = bool(metrics["training"].get("acquisition", False))
+    column = metrics["split_column"]
     model = keras.models.load_model(run / "model.keras", compile=False)
     probe = keras.Model(model.input, model.get_layer("features").output)
-    stats = np.load(run / "ood_stats.npz")
-    out = []
-    for records in splits:
-        ds = make_dataset([data / r.path for r in records], [0] * len(records), spec, 64, False)
-        feats = probe.predict(ds.map(lambda x, y: x), verbose=0)
-        out.append(mahalanobis_score(feats.astype(np.float32), stats["means"], stats["chol"]))
-    return out
+    records = read_manifest()
+    guard_size = spec.input_size
+    n_copies = copies if acquisition else 0
+
+    def load(split: str):
+        rs = select(records, split, column)
+        if limit:
+            rs = [r for c in CLASSES for r in [x for x in rs if x.label == c][:limit]]
+        return [load_image(data / r.path) for r in rs], np.array(
+            [CLASSES.index(r.label) for r in rs]
+        )
+
+    def features(x: np.ndarray) -> np.ndarray:
+        return probe.predict(x, batch_size=64, verbose=0).astype(np.float64)
+
+    out_sets = {}
+    for i, split in enumerate(("train", "val", "test")):
+        imgs, y = load(split)
+        shifted = split != "test" and n_copies > 0
+        all_imgs = views(imgs, n_copies, seed=1000 + i) if shifted else imgs
+        x, st = inputs_and_stats(all_imgs, spec, guard_size)
+        reps = len(all_imgs) // len(imgs)
+        out_sets[split] = (features(x), st, np.tile(y, reps), len(imgs))
+        print(f"[guard] {split}: {len(imgs)} images x {reps} views", flush=True)
+
+    ftr, str_, ytr, _ = out_sets["train"]
+    fva, sva, _, nva = out_sets["val"]
+    fte, ste, _, _ = out_sets["test"]
+    means, whiten = fit_mahalanobis(ftr, ytr, len(CLASSES))
+    np.savez(run / OOD_STATS_FILE, means=means, whiten=whiten)
+    f_va = mahalanobis_score(fva.astype(np.float32), means, whiten)
+    f_te = mahalanobis_score(fte.astype(np.float32), means, whiten)
+    feature_threshold = float(np.percentile(f_va, percentile))
+    image_guard = ImageStatsGuard.fit(str_, sva, percentile, size=guard_size)
+    i_va, i_te = image_guard.scores(sva), image_guard.scores(ste)
+
+    def rate(mask: np.ndarray) -> float:
+        return float(mask.mean())
+
+    rule = f"{percentile}th percentile of validation" + (
+        f" (clean + {n_copies} acquisition-shifted views)" if n_copies else ""
+    )
+    summary = {
+        "val_clean_flagged_features": rate(f_va[:nva] > feature_threshold),
+        "val_clean_flagged_image": rate(i_va[:nva] > image_guard.threshold),
+        "val_clean_flagged_either": rate(
+            (f_va[:nva] > feature_threshold) | (i_va[:nva] > image_guard.threshold)
+        ),
+        "test_clean_flagged_either": rate(
+            (f_te > feature_threshold) | (i_te > image_guard.threshold)
+        ),
+    }
+    guards = {
+        "feature_threshold": feature_threshold,
+        "feature_rule": rule,
+        "image_stats": {**image_guard.to_json(), "rule": rule},
+        "acquisition_views": n_copies,
+        "rates": summary,
+    }
+    (run / GUARDS_FILE).write_text(json.dumps(guards, indent=2))
+    print(
+        f"[guard] feature threshold {feature_threshold:.1f}, image threshold "
+        f"{image_guard.threshold:.2f}; clean flagged val {summary['val_clean_flagged_either']:.4f}"
+        f", test {summary['test_clean_flagged_either']:.4f} -> {run / GUARDS_FILE}",
+        flush=True,
+    )
+    return guards
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -55,48 +145,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument(
         "--percentile", type=float, default=99.5, help="validation percentile for the thresholds"
     )
+    ap.add_argument(
+        "--acquisition",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="fit on acquisition-shifted views too (auto: if the run was trained with them)",
+    )
+    ap.add_argument("--copies", type=int, default=2, help="shifted views per image")
+    ap.add_argument("--limit", type=int, default=0, help="images per class and split (tests)")
     args = ap.parse_args(argv)
-    metrics = json.loads((args.run / "metrics.json").read_text())
-    column = metrics["split_column"]
-    records = read_manifest()
-    tr, va, te = (
-        stats_for(args.data, select(records, s, column)) for s in ("train", "val", "test")
-    )
-    guard = ImageStatsGuard.fit(tr, va, args.percentile)
-
-    def rate(x):
-        return float((guard.scores(x) > guard.threshold).mean())
-
-    feat = feature_scores(
-        args.run, args.data, [select(records, s, column) for s in ("val", "test")]
-    )
-    feature_threshold = float(np.percentile(feat[0], args.percentile))
-    union = [
-        float(((guard.scores(x) > guard.threshold) | (f > feature_threshold)).mean())
-        for x, f in ((va, feat[0]), (te, feat[1]))
-    ]
-    out = {
-        **guard.to_json(),
-        "threshold_rule": f"{args.percentile}th percentile of validation",
-        "val_flagged": rate(va),
-        "test_flagged": rate(te),
-        "feature_threshold": feature_threshold,
-        "feature_val_flagged": float((feat[0] > feature_threshold).mean()),
-        "feature_test_flagged": float((feat[1] > feature_threshold).mean()),
-        "either_val_flagged": union[0],
-        "either_test_flagged": union[1],
-    }
-    print(
-        f"feature guard: threshold {feature_threshold:.1f}; flagged val "
-        f"{out['feature_val_flagged']:.4f}, test {out['feature_test_flagged']:.4f}; "
-        f"either guard: val {union[0]:.4f}, test {union[1]:.4f}"
-    )
-    (args.run / "image_guard.json").write_text(json.dumps(out, indent=2))
-    print(
-        f"image guard: threshold {guard.threshold:.2f}; flagged val {rate(va):.4f}, "
-        f"test {rate(te):.4f} -> {args.run / 'image_guard.json'}"
-    )
-    return out
+    acq = {"auto": None, "yes": True, "no": False}[args.acquisition]
+    return fit_guards(args.run, args.data, args.percentile, acq, args.copies, args.limit)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-MALIGNANT = ("Early", "Pre", "Pro")
+from edge_infer.metadata import ALL_PBS_CLASSES
+
+MALIGNANT = tuple(c.name for c in ALL_PBS_CLASSES if c.malignant)
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

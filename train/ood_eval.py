@@ -100,26 +100,23 @@ KINDS: dict[str, Transform] = {
 
 def flagged(clf: Classifier, images: list[np.ndarray]) -> dict[str, float]:
     preds = clf.predict_arrays(images, [f"<{i}>" for i in range(len(images))])
-    thr = clf.info.ood_threshold
+    meta, guard = clf.meta, clf.model.image_guard
+    thr = meta.guards.feature_threshold
+    spec = meta.preprocess
     return {
         "flagged": float(np.mean([p.out_of_distribution for p in preds])),
         "flagged_by_features": float(np.mean([(p.ood_score or 0) > thr for p in preds])),
         "flagged_no_cell": float(
-            np.mean(
-                [
-                    cell_fraction(img, clf.info.spec) < clf.info.spec.min_cell_fraction
-                    for img in images
-                ]
-            )
+            np.mean([cell_fraction(img, spec) < spec.min_cell_fraction for img in images])
         ),
         "flagged_by_image_stats": float(
-            np.mean([(p.image_score or 0) > clf.info.image_guard.threshold for p in preds])
+            np.mean([(p.image_score or 0) > guard.threshold for p in preds])
         )
-        if clf.info.image_guard
+        if guard
         else 0.0,
         "uncertain": float(np.mean([p.uncertain for p in preds])),
         "called_malignant_unflagged": float(
-            np.mean([p.label != "Benign" and not p.out_of_distribution for p in preds])
+            np.mean([p.label is not None and meta.is_malignant(p.label) for p in preds])
         ),
     }
 
@@ -151,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {
         "model": clf.version,
         "images_per_kind": len(clean),
-        "ood_threshold": clf.info.ood_threshold,
+        "ood_threshold": clf.meta.guards.feature_threshold,
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,8 @@ import tensorflow as tf
 
 from edge_infer.preprocess import PreprocessSpec, load_image, prepare
 
+from .acquisition import random_acquisition
+
 
 def load_prepared(path: str | bytes, spec: PreprocessSpec) -> np.ndarray:
     """The exact tensor edge_infer feeds the network for this file."""
@@ -45,6 +47,12 @@ def augment(x: tf.Tensor, seed: tf.Tensor, color_jitter: bool = True) -> tf.Tens
     return x
 
 
+def acquired_prepared(img: np.ndarray, seed: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """A random acquisition of a decoded image (seeded), then edge_infer's preprocessing."""
+    rng = np.random.default_rng([int(v) & 0x7FFFFFFF for v in np.ravel(seed)])
+    return prepare(random_acquisition(img, rng), spec)
+
+
 def make_dataset(
     paths: Sequence[Path],
     labels: Sequence[int],
@@ -53,7 +61,16 @@ def make_dataset(
     training: bool,
     seed: int = 0,
     color_jitter: bool = True,
+    acquisition: bool = False,
+    shifted_seed: int | None = None,
 ) -> tf.data.Dataset:
+    """Batches of (network input, label).
+
+    `acquisition`: decoded images are cached and every epoch sees a new random acquisition
+    (train.acquisition) before edge_infer's preprocessing. `shifted_seed`: a fixed acquisition
+    per image (the same every epoch), for validating robustness."""
+    if acquisition or shifted_seed is not None:
+        return _acquisition_dataset(paths, labels, spec, batch_size, training, seed, shifted_seed)
     size = spec.input_size
     ds = tf.data.Dataset.from_tensor_slices(([str(p) for p in paths], np.asarray(labels, np.int32)))
 
@@ -71,4 +88,38 @@ def make_dataset(
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _acquisition_dataset(paths, labels, spec, batch_size, training, seed, shifted_seed):
+    size = spec.input_size
+    ds = tf.data.Dataset.from_tensor_slices(([str(p) for p in paths], np.asarray(labels, np.int32)))
+
+    def _decode(path, label):
+        x = tf.numpy_function(
+            lambda p: load_image(p.decode("utf-8") if isinstance(p, bytes) else p), [path], tf.uint8
+        )
+        x.set_shape((None, None, 3))
+        return x, label
+
+    ds = ds.map(_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
+    if training:
+        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    else:
+        base = int(shifted_seed or 0) * 1_000_003
+        seeds = tf.data.Dataset.range(base, base + len(paths)).map(lambda i: tf.stack([i, i]))
+
+    def _acquire(xy, s):
+        x = tf.numpy_function(
+            lambda img, sd: acquired_prepared(img, sd, spec), [xy[0], s], tf.float32
+        )
+        x.set_shape((size, size, 3))
+        return x, xy[1]
+
+    ds = tf.data.Dataset.zip((ds, seeds)).map(
+        _acquire, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    if not training:
+        ds = ds.cache()
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -1,16 +1,13 @@
 // The upload page: sends each chosen image to /api/classify and shows what comes back.
+// Every word about a result (the headline) and every class name comes from the server: the
+// record's `headline`, `status`, `label`, and the model's own metadata from /api/model.
 "use strict";
-
-const WORDS = {
-  Benign: "Benign (hematogone)",
-  Early: "Early Pre-B ALL",
-  Pre: "Pre-B ALL",
-  Pro: "Pro-B ALL",
-};
 
 const drop = document.getElementById("drop");
 const input = document.getElementById("files");
 const results = document.getElementById("results");
+let model = { classes: [] };
+const modelReady = fetch("/api/model").then((r) => r.json()).then((m) => { model = m; return m; });
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -21,33 +18,40 @@ function el(tag, attrs = {}, ...children) {
 
 function pct(p) { return (100 * p).toFixed(1) + "%"; }
 
+function classInfo(name) {
+  return model.classes.find((c) => c.name === name) || { name, display: name, malignant: false };
+}
+
 function render(card, file, rec) {
   card.replaceChildren(el("h2", {}, file.name));
-  if (rec.error) {
-    card.append(el("div", { class: "banner error", "data-testid": "error" },
-      "Could not classify: " + rec.error));
+  if (rec.status === "error" || rec.error) {
+    card.append(el("div", { class: "banner error", "data-testid": "headline",
+                            "data-status": "error" }, rec.headline || "Could not classify: " + rec.error));
     return;
   }
-  const malignant = rec.label !== "Benign";
+  // the headline is the first thing read; a result that must not be used never shows a class
+  let tone = "ood";
+  if (rec.status === "ok") tone = classInfo(rec.label).malignant ? "malignant" : "benign";
+  else if (rec.status === "uncertain") tone = "uncertain";
   const verdict = el("div", { class: "verdict" },
-    el("div", { class: "label " + (malignant ? "malignant" : "benign"), "data-testid": "label",
-                "data-label": rec.label }, WORDS[rec.label] || rec.label),
-    el("div", { class: "confidence", "data-testid": "confidence",
-                "data-confidence": String(rec.confidence) },
-       "Confidence " + pct(rec.confidence) + " (calibrated)"));
-  if (rec.out_of_distribution) {
-    verdict.append(el("div", { class: "banner ood", "data-testid": "ood" },
-      "Not recognised: " + rec.message + ". Do not use this result."));
-  } else if (rec.uncertain) {
-    verdict.append(el("div", { class: "banner uncertain", "data-testid": "uncertain" },
-      "Uncertain: review by a specialist."));
+    el("div", { class: "headline " + tone, "data-testid": "headline", "data-status": rec.status,
+                "data-label": rec.label === null ? "" : rec.label }, rec.headline));
+  if (rec.status !== "out_of_distribution") {
+    verdict.append(el("div", { class: "confidence", "data-testid": "confidence",
+                               "data-confidence": String(rec.confidence) },
+      "Confidence " + pct(rec.confidence) + " (calibrated)"));
+  }
+  const bars = el("div", { class: rec.status === "out_of_distribution" ? "bars muted" : "bars" });
+  if (rec.status === "out_of_distribution") {
+    bars.append(el("div", { class: "note" }, "Network output, for reference only:"));
   }
   for (const [cls, p] of Object.entries(rec.probabilities)) {
     const fill = el("div", { class: "fill" });
     fill.style.width = pct(p);
-    verdict.append(el("div", { class: "bar" }, el("span", {}, WORDS[cls] ? cls : cls),
+    bars.append(el("div", { class: "bar" }, el("span", { title: classInfo(cls).display }, cls),
       el("div", { class: "track" }, fill), el("span", {}, pct(p))));
   }
+  verdict.append(bars);
   card.append(el("div", { class: "row" },
     el("figure", {}, el("img", { src: rec.image_png, alt: "uploaded image" }),
        el("figcaption", {}, "image")),
@@ -60,6 +64,7 @@ async function classify(file) {
   const card = el("article", { class: "card" }, el("h2", {}, file.name), "Classifying...");
   results.prepend(card);
   try {
+    await modelReady.catch(() => null);
     const resp = await fetch("/api/classify?overlay=1", {
       method: "POST",
       headers: { "Content-Type": "application/octet-stream" },
@@ -68,7 +73,7 @@ async function classify(file) {
     const rec = await resp.json();
     render(card, file, rec);
   } catch (err) {
-    render(card, file, { error: String(err) });
+    render(card, file, { status: "error", error: String(err) });
   }
 }
 
@@ -83,13 +88,13 @@ drop.addEventListener("drop", (e) => {
   handle(e.dataTransfer.files);
 });
 
-fetch("/api/model").then((r) => r.json()).then((m) => {
-  const x = m.metrics || {};
-  const acc = x.test_accuracy !== undefined ? pct(x.test_accuracy) : "n/a";
-  const sens = x.malignant_sensitivity !== undefined ? pct(x.malignant_sensitivity) : "n/a";
+modelReady.then((m) => {
+  const figures = (m.metrics || []).map((x) =>
+    `${x.split === "group_split" ? "pseudo-patient split" : "random image split"} (n=${x.n}): ` +
+    `accuracy ${pct(x.accuracy)}, malignant sensitivity ${pct(x.malignant_sensitivity)}`);
   document.getElementById("model-line").textContent =
-    `Model ${m.model_version}: test accuracy ${acc}, malignant sensitivity ${sens} ` +
-    `(n=${x.test_n}, held-out split of the public ALL dataset, Aria et al. 2021). ` +
+    `Model ${m.version}. Test figures on held-out images of the public ALL dataset ` +
+    `(Aria et al. 2021): ${figures.join("; ") || "n/a"}. ` +
     `Results below ${pct(m.uncertain_below)} confidence are marked uncertain.`;
 }).catch(() => {
   document.getElementById("model-line").textContent = "Model information unavailable.";

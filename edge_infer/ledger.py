@@ -1,0 +1,147 @@
+"""The watcher's results file, which is also its ledger of finished files.
+
+Every record is appended and fsynced one at a time; on start the file is read back (a torn last
+line from a crash is cut off), so a restarted watcher skips what is done. Names that are not
+valid UTF-8 (an old camera, an SMB share) are kept byte-exact: JSON lines escape them
+(ensure_ascii), CSV keeps them with surrogateescape. Records are split on "\\n" only, never on
+the other characters `str.splitlines` treats as line ends (U+2028, U+0085, ...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .fileops import LockHeld, lock_exclusive
+from .formats import RecordWriter
+
+log = logging.getLogger("edge_infer.watch")
+
+#: fields the watcher adds to every result record
+LEDGER_FIELDS = ("sha256", "size", "mtime_ns", "inode", "classified_at", "moved_to")
+ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
+
+Key = tuple[str, int, int]  # path, size, mtime_ns
+
+
+class LedgerInUse(Exception):
+    """Another watcher already writes this results file."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    sha256: str
+    inode: int | None
+    moved_to: str | None
+
+
+class ResultsLedger:
+    """The results file (JSON lines, or CSV by suffix), read back as the finished files."""
+
+    def __init__(self, path: Path, classes: Sequence[str]) -> None:
+        self.path = Path(os.path.abspath(path))
+        self.fmt = "csv" if self.path.suffix.lower() == ".csv" else "jsonl"
+        self.classes = tuple(classes)
+        try:
+            self._lock = lock_exclusive(self.path.with_name(self.path.name + ".lock"))
+        except LockHeld:
+            raise LedgerInUse(
+                f"{self.path} is in use by another watcher (lock {self.path.name}.lock)"
+            ) from None
+        self.entries: dict[Key, Entry] = {}
+        self._repair_and_load()
+        self._open()
+
+    # ------------------------------------------------------------------ reading
+    def _repair_and_load(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):  # torn last record: cut it, it will be redone
+            keep = data.rfind(b"\n") + 1
+            with open(self.path, "r+b") as fh:
+                fh.truncate(keep)
+                os.fsync(fh.fileno())
+            log.warning(
+                "results file ended in a partial record; removed it (%d bytes)", len(data) - keep
+            )
+            data = data[:keep]
+        for row in self._rows(data):
+            try:
+                key = (row["path"], int(row["size"]), int(row["mtime_ns"]))
+                inode = row.get("inode")
+                entry = Entry(
+                    str(row["sha256"] or ""),
+                    int(inode) if inode not in (None, "") else None,
+                    row.get("moved_to") or None,
+                )
+            except (KeyError, TypeError, ValueError):
+                continue
+            self.entries[key] = entry
+
+    def _rows(self, data: bytes):
+        if self.fmt == "csv":
+            yield from csv.DictReader(io.StringIO(data.decode(**ENCODING), newline=""))
+            return
+        for line in data.split(b"\n"):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    log.warning("results file: skipping an unreadable line")
+
+    # ------------------------------------------------------------------ writing
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.path, "a", newline="", **ENCODING)  # noqa: SIM115
+        self.writer = RecordWriter(self.fh, self.fmt, self.classes, LEDGER_FIELDS)
+        self.writer.header_done = self.path.stat().st_size > 0
+        self._inode = os.fstat(self.fh.fileno()).st_ino
+
+    def _reopen_if_replaced(self) -> None:
+        """A results file deleted or rotated under us: write to the file at the path again
+        (records written to an unlinked file would be lost)."""
+        try:
+            same = os.stat(self.path).st_ino == self._inode
+        except FileNotFoundError:
+            same = False
+        if not same:
+            log.warning("results file %s was moved or deleted; starting it again", self.path)
+            self.fh.close()
+            self._open()
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Write one record durably, or raise OSError having written nothing (a partial
+        record from a full disk is cut off again)."""
+        if self.fh.closed:
+            self._open()
+        else:
+            self._reopen_if_replaced()
+        start = self.fh.tell()
+        try:
+            self.writer.write(record)
+            os.fsync(self.fh.fileno())
+        except OSError:
+            with contextlib.suppress(OSError):
+                self.fh.flush()
+            with contextlib.suppress(OSError):
+                os.truncate(self.path, start)
+            with contextlib.suppress(OSError):
+                self.fh.close()
+            raise
+        self.entries[(record["path"], record["size"], record["mtime_ns"])] = Entry(
+            record["sha256"], record.get("inode"), record.get("moved_to")
+        )
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.fh.close()
+        self._lock.close()

@@ -1,0 +1,175 @@
+"""The model's self-description: a typed, versioned schema of the ONNX `metadata_props`.
+
+Export writes it (`ModelMetadata.to_props`), the runtime, the CLI, the server and the page read
+it (`from_props`, `public_json`); every metadata key is spelled here and nowhere else. Values are
+JSON, so any tool that reads ONNX can use the model without this package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .preprocess import PreprocessSpec
+
+#: marks a model written by `python -m export`; its value is the schema version
+SCHEMA_KEY = "edge_infer.schema"
+SCHEMA_VERSION = 2
+
+#: the graph's input and output names
+INPUT_NAME = "image"
+PROBABILITIES = "probabilities"
+OOD_SCORE = "ood_score"
+
+DATASET = "ALL PBS images, Aria et al. 2021, Kaggle DOI 10.34740/KAGGLE/DSV/2175623"
+INTENDED_USE = "screening aid for trained staff; not a diagnosis"
+
+
+class MetadataError(ValueError):
+    """The metadata is missing, malformed or from a newer schema."""
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """One output class: its short name (records, folders), the words people read, and
+    whether it is a malignant diagnosis."""
+
+    name: str
+    display: str
+    malignant: bool
+
+
+#: the dataset's classes (Aria et al. 2021): folder name, what it means, malignant or not
+ALL_PBS_CLASSES = (
+    ClassInfo("Benign", "Benign (hematogone)", False),
+    ClassInfo("Early", "Early Pre-B ALL", True),
+    ClassInfo("Pre", "Pre-B ALL", True),
+    ClassInfo("Pro", "Pro-B ALL", True),
+)
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    """How to feed the graph: NHWC float32 in [0, 1], at `size` px, in `channel_order`."""
+
+    name: str
+    size: int
+    channel_order: str
+    layout: str = "NHWC"
+    dtype: str = "float32"
+    value_range: tuple[float, float] = (0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Guards:
+    """The out-of-distribution rules. `feature_threshold` applies to the graph's `ood_score`
+    output; `image_stats` is the image-statistics guard (edge_infer.guard) as JSON."""
+
+    feature_threshold: float | None
+    feature_rule: str = ""
+    feature_score: str = "min squared Mahalanobis distance of pooled features to class means"
+    image_stats: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class SplitMetrics:
+    """Headline test figures of one split (the random image split, or pseudo-patient groups)."""
+
+    split: str
+    n: int
+    accuracy: float
+    macro_f1: float
+    malignant_sensitivity: float
+    benign_specificity: float
+    ece: float
+    per_class_recall: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    classes: tuple[ClassInfo, ...]
+    input: InputInfo
+    preprocess: PreprocessSpec
+    version: str
+    temperature: float
+    uncertain_below: float
+    guards: Guards
+    parameters: int = 0
+    #: the shipped model's test figures, then the same recipe on other splits (honest figures)
+    metrics: tuple[SplitMetrics, ...] = ()
+    provenance: dict[str, Any] = field(default_factory=dict)
+    dataset: str = DATASET
+    intended_use: str = INTENDED_USE
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.classes)
+
+    def display(self, name: str) -> str:
+        return next((c.display for c in self.classes if c.name == name), name)
+
+    def is_malignant(self, name: str) -> bool:
+        return next((c.malignant for c in self.classes if c.name == name), False)
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["preprocess"] = json.loads(self.preprocess.to_json())
+        return d
+
+    def to_props(self) -> dict[str, str]:
+        """ONNX metadata_props: one JSON value per top-level field, plus the schema marker."""
+        d = self.to_dict()
+        return {SCHEMA_KEY: json.dumps(SCHEMA_VERSION), **{k: json.dumps(v) for k, v in d.items()}}
+
+    def public_json(self) -> dict[str, Any]:
+        """What people and the page read: everything except the guard's bulky reference set."""
+        d = self.to_dict()
+        stats = d["guards"].get("image_stats")
+        if stats:
+            d["guards"]["image_stats"] = {
+                k: v for k, v in stats.items() if k not in ("reference", "whiten", "mean")
+            }
+        d[SCHEMA_KEY] = SCHEMA_VERSION
+        return d
+
+    @classmethod
+    def from_props(cls, props: dict[str, str]) -> ModelMetadata:
+        if SCHEMA_KEY not in props:
+            raise MetadataError(
+                "no edge_infer metadata (not a model written by `python -m export`)"
+            )
+        try:
+            raw = {k: json.loads(v) for k, v in props.items()}
+        except json.JSONDecodeError as exc:
+            raise MetadataError(f"metadata is not valid JSON ({exc})") from None
+        version = raw.pop(SCHEMA_KEY)
+        if not isinstance(version, int) or version != SCHEMA_VERSION:
+            raise MetadataError(
+                f"metadata schema {version!r}, this runtime reads schema {SCHEMA_VERSION}"
+                + (" (re-export the model)" if isinstance(version, int) and version < 2 else "")
+            )
+        try:
+            return cls(
+                classes=tuple(ClassInfo(**c) for c in raw["classes"]),
+                input=InputInfo(
+                    **{**raw["input"], "value_range": tuple(raw["input"]["value_range"])}
+                ),
+                preprocess=PreprocessSpec.from_json(raw["preprocess"]),
+                version=str(raw["version"]),
+                temperature=float(raw["temperature"]),
+                uncertain_below=float(raw["uncertain_below"]),
+                guards=Guards(**raw["guards"]),
+                parameters=int(raw.get("parameters", 0)),
+                metrics=tuple(SplitMetrics(**m) for m in raw.get("metrics", ())),
+                provenance=dict(raw.get("provenance", {})),
+                dataset=str(raw.get("dataset", DATASET)),
+                intended_use=str(raw.get("intended_use", INTENDED_USE)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MetadataError(
+                f"malformed edge_infer metadata ({type(exc).__name__}: {exc})"
+            ) from None

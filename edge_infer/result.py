@@ -1,0 +1,225 @@
+"""What a result is and how it reads: statuses, reasons, messages, headlines and record fields.
+
+Every output (the table, CSV, JSON lines, the watcher's ledger, the page) is derived from the
+record built here, so a status word, a message or a field is spelled once. A result that must not
+be used never headlines a class: its `label` is None (the network's argmax stays available as
+`raw_label`), and its headline starts with "Not recognised".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+#: version of the record layout below (1: the first release; 2: `label` is null unless the
+#: result may be used, `raw_label`, `verdict`, `headline`, `reason` added, booleans dropped)
+RECORD_SCHEMA = 2
+
+
+class Status(str, Enum):
+    """A result is exactly one of these; a failed input is `error`."""
+
+    OK = "ok"
+    UNCERTAIN = "uncertain"
+    OUT_OF_DISTRIBUTION = "out_of_distribution"
+    ERROR = "error"
+
+
+class Reason(str, Enum):
+    """Why a result is not `ok`: which rule fired first."""
+
+    NO_CELL = "no_cell"
+    IMAGE = "image_statistics"
+    FEATURES = "features"
+    LOW_CONFIDENCE = "low_confidence"
+
+
+#: the one-word verdict of a result that must not be used (table, CSV)
+NOT_RECOGNISED = "not_recognised"
+
+MESSAGES: Mapping[Reason, str] = {
+    Reason.NO_CELL: "no violet-stained cell in view",
+    Reason.IMAGE: "colour, stain or sharpness unlike the training images "
+    "(another stain, camera, magnification or focus?)",
+    Reason.FEATURES: "unlike anything the model was trained on",
+    Reason.LOW_CONFIDENCE: "confidence below the model's threshold",
+}
+DO_NOT_USE = "do not use this result"
+REVIEW = "review by a specialist"
+
+
+def headline(
+    status: Status, display_label: str | None, reason: Reason | None, error: str = ""
+) -> str:
+    """The one sentence a person reads first, the same in every output."""
+    if status is Status.OK:
+        return str(display_label)
+    if status is Status.UNCERTAIN:
+        return f"Uncertain ({display_label}?): {REVIEW}"
+    if status is Status.OUT_OF_DISTRIBUTION:
+        return f"Not recognised: {MESSAGES[reason] if reason else ''}; {DO_NOT_USE}"
+    return f"Could not classify: {error}"
+
+
+def verdict(status: Status, label: str | None) -> str:
+    """One token per result for tables and spreadsheets: the class, or the status."""
+    if status is Status.OK:
+        return str(label)
+    if status is Status.OUT_OF_DISTRIBUTION:
+        return NOT_RECOGNISED
+    return status.value
+
+
+#: record fields, in output order ("probabilities" is a mapping; CSV spreads it into p_<class>)
+RECORD_FIELDS = (
+    "path",
+    "verdict",
+    "status",
+    "label",
+    "raw_label",
+    "confidence",
+    "headline",
+    "reason",
+    "probabilities",
+    "ood_score",
+    "image_score",
+    "model",
+    "error",
+    "record_schema",
+)
+PROBABILITY_PREFIX = "p_"
+
+
+def flat_fields(classes: Sequence[str], extra: Sequence[str] = ()) -> tuple[str, ...]:
+    """CSV columns: the record fields with probabilities spread over the model's classes."""
+    out: list[str] = []
+    for f in (*RECORD_FIELDS, *extra):
+        if f == "probabilities":
+            out += [PROBABILITY_PREFIX + c for c in classes]
+        else:
+            out.append(f)
+    return tuple(out)
+
+
+def flatten(record: Mapping[str, Any]) -> dict[str, Any]:
+    """One CSV row from a record."""
+    row = {k: v for k, v in record.items() if k != "probabilities"}
+    for cls, p in (record.get("probabilities") or {}).items():
+        row[PROBABILITY_PREFIX + cls] = p
+    return row
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One classified image. `label` is the answer to use, None when `status` says the
+    result must not be used; `raw_label` is always the network's most probable class."""
+
+    source: str
+    status: Status
+    raw_label: str
+    display_label: str
+    confidence: float
+    probabilities: Mapping[str, float]
+    reason: Reason | None
+    ood_score: float | None
+    image_score: float | None
+    model: str
+
+    ok = True
+
+    @property
+    def label(self) -> str | None:
+        return None if self.status is Status.OUT_OF_DISTRIBUTION else self.raw_label
+
+    @property
+    def uncertain(self) -> bool:
+        return self.status is Status.UNCERTAIN
+
+    @property
+    def out_of_distribution(self) -> bool:
+        return self.status is Status.OUT_OF_DISTRIBUTION
+
+    @property
+    def headline(self) -> str:
+        return headline(self.status, self.display_label, self.reason)
+
+    @property
+    def message(self) -> str:
+        return MESSAGES[self.reason] if self.reason else ""
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "path": self.source,
+            "verdict": verdict(self.status, self.label),
+            "status": self.status.value,
+            "label": self.label,
+            "raw_label": self.raw_label,
+            "confidence": round(self.confidence, 6),
+            "headline": self.headline,
+            "reason": self.reason.value if self.reason else None,
+            "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
+            "ood_score": None if self.ood_score is None else round(self.ood_score, 4),
+            "image_score": None if self.image_score is None else round(self.image_score, 4),
+            "model": self.model,
+            "error": None,
+            "record_schema": RECORD_SCHEMA,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return self.to_record()
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An input that could not be classified, with the reason."""
+
+    source: str
+    error: str
+
+    ok = False
+    status = Status.ERROR
+    label = None
+
+    @property
+    def headline(self) -> str:
+        return headline(Status.ERROR, None, None, self.error)
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "path": self.source,
+            "verdict": Status.ERROR.value,
+            "status": Status.ERROR.value,
+            "headline": self.headline,
+            "error": self.error,
+            "record_schema": RECORD_SCHEMA,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return self.to_record()
+
+
+Outcome = Prediction | Failure
+
+
+def decide(
+    probabilities: Sequence[float],
+    uncertain_below: float,
+    no_cell: bool,
+    image_ood: bool,
+    feature_ood: bool,
+) -> tuple[int, Status, Reason | None]:
+    """The decision rule: (argmax, status, reason). Not recognised beats uncertain; among the
+    out-of-distribution rules the most specific reason is reported (no cell, then the image
+    statistics, then the features)."""
+    k = max(range(len(probabilities)), key=lambda i: probabilities[i])
+    if no_cell:
+        return k, Status.OUT_OF_DISTRIBUTION, Reason.NO_CELL
+    if image_ood:
+        return k, Status.OUT_OF_DISTRIBUTION, Reason.IMAGE
+    if feature_ood:
+        return k, Status.OUT_OF_DISTRIBUTION, Reason.FEATURES
+    if probabilities[k] < uncertain_below:
+        return k, Status.UNCERTAIN, Reason.LOW_CONFIDENCE
+    return k, Status.OK, None
