@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from edge_infer import Classifier, Failure, ImageError, Prediction
+from edge_infer.result import Status
 
 pytestmark = pytest.mark.slow
 
@@ -46,8 +47,10 @@ def test_predict_batch_keeps_order_and_reports_failures(clf, sample_images, tmp_
     items = [sample_images[0], bad, sample_images[1], b"", tmp_path / "gone.jpg"]
     out = clf.predict_batch(items, batch_size=2)
     assert [o.ok for o in out] == [True, False, True, False, False]
-    assert isinstance(out[1], Failure) and "not a readable image" in out[1].error
-    assert out[4].to_record() == {"path": str(tmp_path / "gone.jpg"), "error": "file not found"}
+    assert isinstance(out[1], Failure) and "not a supported image format" in out[1].error
+    rec = out[4].to_record()
+    assert rec["path"] == str(tmp_path / "gone.jpg") and rec["error"] == "file not found"
+    assert rec["status"] == "error" and rec["headline"] == "Could not classify: file not found"
     single = clf.predict(sample_images[1])
     assert out[2].label == single.label and abs(out[2].confidence - single.confidence) < 1e-6
 
@@ -61,8 +64,9 @@ def test_tta_averages_the_8_views(clf, sample_images):
 
 def test_blank_image_is_out_of_distribution(clf):
     p = clf.predict(np.full((224, 224, 3), 240, np.uint8))
-    assert p.out_of_distribution and p.status == "out_of_distribution"
-    assert "no lymphocyte" in p.message
+    assert p.out_of_distribution and p.status == Status.OUT_OF_DISTRIBUTION
+    assert p.label is None and p.raw_label in clf.classes
+    assert p.headline.startswith("Not recognised: no violet-stained cell")
 
 
 def test_one_instance_shared_between_threads(clf, sample_images):

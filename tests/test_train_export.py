@@ -10,7 +10,9 @@ import onnx
 import pytest
 
 from edge_infer import Classifier, ModelError
+from edge_infer.metadata import ALL_PBS_CLASSES, OOD_SCORE, PROBABILITIES, ModelMetadata
 from edge_infer.preprocess import PreprocessSpec, dihedral, load_image, prepare
+from edge_infer.result import Status
 from tests.conftest import train_tiny
 
 pytestmark = pytest.mark.slow
@@ -25,7 +27,9 @@ def test_training_run_writes_everything(tiny_run):
         "curves.png",
         "confusion_matrix.png",
         "metrics.json",
+        "config.json",
         "ood_stats.npz",
+        "guards.json",
     ):
         assert (tiny_run / name).stat().st_size > 0, name
     for png in ("curves.png", "confusion_matrix.png"):
@@ -79,20 +83,23 @@ def test_export_parity_report_and_metadata(tiny_onnx):
     assert report["conversion"]["max_abs_diff"] <= 1e-4
     assert report["edge_path"]["argmax_agreement"] == 1.0
     proto = onnx.load(str(tiny_onnx))
-    meta = {p.key: json.loads(p.value) for p in proto.metadata_props}
-    assert meta["classes"] == ["Benign", "Early", "Pre", "Pro"]
-    assert meta["input"]["layout"] == "NHWC" and meta["model_version"] == "tiny-test"
-    assert PreprocessSpec.from_json(meta["preprocess"]) == PreprocessSpec()
-    assert meta["ood"]["threshold"] > 0
-    assert [o.name for o in proto.graph.output] == ["probabilities", "ood_score"]
+    meta = ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props})
+    assert meta.classes == ALL_PBS_CLASSES
+    assert meta.input.layout == "NHWC" and meta.version == "tiny-test"
+    assert meta.preprocess == PreprocessSpec()
+    # train.guard wrote the thresholds once; export copied them unchanged
+    guards = json.loads((tiny_onnx.parent / "tiny" / "guards.json").read_text())
+    assert meta.guards.feature_threshold == guards["feature_threshold"] > 0
+    assert meta.guards.image_stats == guards["image_stats"]
+    assert [o.name for o in proto.graph.output] == [PROBABILITIES, OOD_SCORE]
 
 
 def test_edge_infer_loads_the_export(tiny_onnx, sample_images):
     clf = Classifier(tiny_onnx)
-    assert clf.version == "tiny-test" and clf.classes == ("Benign", "Early", "Pre", "Pro")
+    assert clf.version == "tiny-test" and clf.classes == tuple(c.name for c in ALL_PBS_CLASSES)
     p = clf.predict(sample_images[0])
     assert abs(sum(p.probabilities.values()) - 1) < 1e-5
-    assert p.label in clf.classes and p.status in ("ok", "uncertain", "out_of_distribution")
+    assert p.raw_label in clf.classes and p.status in set(Status) - {Status.ERROR}
 
 
 def test_bad_model_files_are_refused_clearly(tmp_path, tiny_onnx):
@@ -133,3 +140,13 @@ def test_training_is_deterministic_given_a_seed(data, tmp_path):
     assert (outs[0] / "history.csv").read_text() == (outs[1] / "history.csv").read_text()
     a, b = (json.loads((o / "metrics.json").read_text()) for o in outs)
     assert a["test"] == b["test"] and a["calibration"] == b["calibration"]
+
+
+def test_acquisition_recipe_trains_and_fits_the_guards_on_shifted_views(data, tmp_path):
+    out = tmp_path / "acq"
+    train_tiny(data, out, "--acquisition", "--normalise", "white_patch", epochs=1, limit=4, batch=8)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["training"]["acquisition"] and m["preprocess"]["normalise"] == "white_patch"
+    guards = json.loads((out / "guards.json").read_text())
+    assert guards["acquisition_views"] == 2 and "acquisition-shifted" in guards["feature_rule"]
+    assert guards["image_stats"]["size"] == m["preprocess"]["input_size"]

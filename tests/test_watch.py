@@ -57,6 +57,8 @@ def start_watcher(folder: Path, results: Path, model: Path) -> subprocess.Popen:
         "0.6",
         "--heartbeat",
         "2",
+        "--retry-for",
+        "3",
     )
 
 
@@ -113,7 +115,7 @@ def test_watch_survives_sigterm_and_kill9_without_loss_or_duplicates(tmp_path, d
     assert set(counts) == expected, counts
     assert all(n == 1 for n in counts.values()), counts
     by_name = {Path(r["path"]).name: r for r in recs}
-    assert "not a readable image" in by_name["notes.jpg"]["error"]
+    assert "not a supported image format" in by_name["notes.jpg"]["error"]
     assert "truncated" in by_name["cut.jpg"]["error"]
     clf = Classifier(tiny_onnx)
     for s in sources:
