@@ -84,7 +84,7 @@ def run_bench(
     api_bn = len(images) / (time.perf_counter() - t)
     assert all(o.ok for o in outcomes)
     return {
-        "model": clf.model.path,
+        "model_file": clf.model.path,
         "model_version": clf.version,
         "model_bytes": Path(clf.model.path).stat().st_size,
         "images": len(images),

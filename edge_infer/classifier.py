@@ -16,7 +16,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from .errors import EdgeInferError, ImageError
+from .errors import EdgeInferError, ImageError, ModelError
 from .guard import guard_statistics
 from .metadata import OOD_SCORE, PROBABILITIES, ModelMetadata
 from .model import OnnxModel
@@ -116,8 +116,10 @@ class Classifier:
     def _load_or_reason(self, name: str, image: Image) -> tuple[str, np.ndarray | None, str]:
         try:
             return name, self.load(image, name), ""
+        except (ImageError, ModelError) as exc:
+            return name, None, exc.reason
         except EdgeInferError as exc:
-            return name, None, getattr(exc, "reason", str(exc))
+            return name, None, str(exc)
 
     def _map(self, fn, items: list) -> Iterable:
         """Per-image work on the worker threads when there is more than one image."""

@@ -111,7 +111,7 @@ def info(model, as_json) -> None:
     clf = _classifier(model, 1)
     meta = clf.meta
     if as_json:
-        click.echo(json.dumps({"path": clf.model.path, **meta.public_json()}, indent=2))
+        click.echo(json.dumps({"file": clf.model.path, **meta.public_json()}, indent=2))
         return
     click.echo("\n".join(describe(meta, clf.model.path)))
 

@@ -8,7 +8,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from .result import Status, flat_fields, flatten
+from .result import flat_fields, flatten, table_line
 
 FORMATS = ("table", "jsonl", "csv")
 
@@ -27,14 +27,8 @@ def printable(text: str) -> str:
 
 
 def table_row(rec: dict[str, Any]) -> str:
-    """`path  verdict  confidence  headline`, readable in a terminal; a result that must not be
-    used shows its verdict and headline only, never a class or a confidence."""
-    path = printable(str(rec["path"]))
-    if rec["status"] == Status.ERROR.value:
-        return f"{path}  {rec['verdict']:<14}  {'-':>5}  {printable(rec['headline'])}"
-    conf = "-" if rec["label"] is None else f"{rec['confidence']:.3f}"
-    note = "" if rec["status"] == Status.OK.value else printable(rec["headline"])
-    return f"{path}  {rec['verdict']:<14}  {conf:>5}  {note}".rstrip()
+    """A record as one terminal line, names escaped."""
+    return table_line(rec, printable)
 
 
 class RecordWriter:

@@ -22,6 +22,7 @@ from typing import Any
 
 from .fileops import LockHeld, lock_exclusive
 from .formats import RecordWriter
+from .result import PATH
 
 log = logging.getLogger("edge_infer.watch")
 
@@ -76,7 +77,7 @@ class ResultsLedger:
             data = data[:keep]
         for row in self._rows(data):
             try:
-                key = (row["path"], int(row["size"]), int(row["mtime_ns"]))
+                key = (row[PATH], int(row["size"]), int(row["mtime_ns"]))
                 inode = row.get("inode")
                 entry = Entry(
                     str(row["sha256"] or ""),
@@ -137,7 +138,7 @@ class ResultsLedger:
             with contextlib.suppress(OSError):
                 self.fh.close()
             raise
-        self.entries[(record["path"], record["size"], record["mtime_ns"])] = Entry(
+        self.entries[(record[PATH], record["size"], record["mtime_ns"])] = Entry(
             record["sha256"], record.get("inode"), record.get("moved_to")
         )
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from .metadata import OOD_SCORE, PROBABILITIES
+
 #: version of the record layout below (1: the first release; 2: `label` is null unless the
 #: result may be used, `raw_label`, `verdict`, `headline`, `reason` added, booleans dropped)
 RECORD_SCHEMA = 2
@@ -72,21 +74,30 @@ def verdict(status: Status, label: str | None) -> str:
     return status.value
 
 
-#: record fields, in output order ("probabilities" is a mapping; CSV spreads it into p_<class>)
+#: record fields other modules read by name
+PATH = "path"
+STATUS = "status"
+VERDICT = "verdict"
+LABEL = "label"
+CONFIDENCE = "confidence"
+HEADLINE = "headline"
+ERROR = "error"
+#: record fields, in output order (probabilities is a mapping; CSV spreads it into p_<class>;
+#: it and ood_score carry the graph's outputs under the graph's own output names)
 RECORD_FIELDS = (
-    "path",
-    "verdict",
-    "status",
-    "label",
+    PATH,
+    VERDICT,
+    STATUS,
+    LABEL,
     "raw_label",
-    "confidence",
-    "headline",
+    CONFIDENCE,
+    HEADLINE,
     "reason",
-    "probabilities",
-    "ood_score",
+    PROBABILITIES,
+    OOD_SCORE,
     "image_score",
     "model",
-    "error",
+    ERROR,
     "record_schema",
 )
 PROBABILITY_PREFIX = "p_"
@@ -96,17 +107,33 @@ def flat_fields(classes: Sequence[str], extra: Sequence[str] = ()) -> tuple[str,
     """CSV columns: the record fields with probabilities spread over the model's classes."""
     out: list[str] = []
     for f in (*RECORD_FIELDS, *extra):
-        if f == "probabilities":
+        if f == PROBABILITIES:
             out += [PROBABILITY_PREFIX + c for c in classes]
         else:
             out.append(f)
     return tuple(out)
 
 
+def table_line(rec: Mapping[str, Any], printable=str) -> str:
+    """`path  verdict  confidence  headline`, readable in a terminal; a result that must not be
+    used shows its verdict and headline only, never a class or a confidence."""
+    path = printable(str(rec[PATH]))
+    if rec[STATUS] == Status.ERROR.value:
+        return f"{path}  {rec[VERDICT]:<14}  {'-':>5}  {printable(rec[HEADLINE])}"
+    conf = "-" if rec[LABEL] is None else f"{rec[CONFIDENCE]:.3f}"
+    note = "" if rec[STATUS] == Status.OK.value else printable(rec[HEADLINE])
+    return f"{path}  {rec[VERDICT]:<14}  {conf:>5}  {note}".rstrip()
+
+
+def vocabulary() -> dict[str, Any]:
+    """The words the page needs to read records, so it spells none of them itself."""
+    return {"status": {s.name: s.value for s in Status}}
+
+
 def flatten(record: Mapping[str, Any]) -> dict[str, Any]:
     """One CSV row from a record."""
-    row = {k: v for k, v in record.items() if k != "probabilities"}
-    for cls, p in (record.get("probabilities") or {}).items():
+    row = {k: v for k, v in record.items() if k != PROBABILITIES}
+    for cls, p in (record.get(PROBABILITIES) or {}).items():
         row[PROBABILITY_PREFIX + cls] = p
     return row
 
@@ -150,22 +177,23 @@ class Prediction:
         return MESSAGES[self.reason] if self.reason else ""
 
     def to_record(self) -> dict[str, Any]:
-        return {
-            "path": self.source,
-            "verdict": verdict(self.status, self.label),
-            "status": self.status.value,
-            "label": self.label,
-            "raw_label": self.raw_label,
-            "confidence": round(self.confidence, 6),
-            "headline": self.headline,
-            "reason": self.reason.value if self.reason else None,
-            "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
-            "ood_score": None if self.ood_score is None else round(self.ood_score, 4),
-            "image_score": None if self.image_score is None else round(self.image_score, 4),
-            "model": self.model,
-            "error": None,
-            "record_schema": RECORD_SCHEMA,
-        }
+        values = (
+            self.source,
+            verdict(self.status, self.label),
+            self.status.value,
+            self.label,
+            self.raw_label,
+            round(self.confidence, 6),
+            self.headline,
+            self.reason.value if self.reason else None,
+            {k: round(v, 6) for k, v in self.probabilities.items()},
+            None if self.ood_score is None else round(self.ood_score, 4),
+            None if self.image_score is None else round(self.image_score, 4),
+            self.model,
+            None,
+            RECORD_SCHEMA,
+        )
+        return dict(zip(RECORD_FIELDS, values, strict=True))
 
     def to_json(self) -> dict[str, Any]:
         return self.to_record()
@@ -187,13 +215,15 @@ class Failure:
         return headline(Status.ERROR, None, None, self.error)
 
     def to_record(self) -> dict[str, Any]:
+        """The same fields as a prediction's (None where there is no value)."""
         return {
-            "path": self.source,
-            "verdict": Status.ERROR.value,
-            "status": Status.ERROR.value,
-            "headline": self.headline,
-            "error": self.error,
-            "record_schema": RECORD_SCHEMA,
+            **dict.fromkeys(RECORD_FIELDS),
+            PATH: self.source,
+            VERDICT: Status.ERROR.value,
+            STATUS: Status.ERROR.value,
+            HEADLINE: self.headline,
+            ERROR: self.error,
+            RECORD_FIELDS[-1]: RECORD_SCHEMA,
         }
 
     def to_json(self) -> dict[str, Any]:

@@ -36,6 +36,7 @@ import cv2
 from .classifier import Classifier
 from .errors import ImageError
 from .preprocess import explain_overlay, load_image
+from .result import ERROR, vocabulary
 
 log = logging.getLogger("edge_infer.serve")
 
@@ -180,7 +181,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(obj).encode("utf-8"), "application/json", extra)
 
     def _error(self, status: HTTPStatus, reason: str, extra=()) -> None:
-        self._json(status, {"error": reason, "status": int(status)}, extra)
+        self._json(status, {ERROR: reason, "http_status": int(status)}, extra)
 
     def send_error(self, code, message=None, explain=None) -> None:
         """The standard library's own errors (bad request line, unknown method) as JSON too."""
@@ -228,10 +229,10 @@ class Handler(BaseHTTPRequestHandler):
                 name, ctype = STATIC[path]
                 self._send(200, static_file(name), ctype)
             elif path == HEALTH:
-                self._json(200, {"status": "ok", "model": self.classifier.version})
+                self._json(200, {"healthy": True, "model_version": self.classifier.version})
             elif path == API_MODEL:
                 # public_json: no file path, no bulky guard reference set
-                self._json(200, self.classifier.meta.public_json())
+                self._json(200, {**self.classifier.meta.public_json(), **vocabulary()})
             elif path == API_CLASSIFY:
                 self._error(
                     HTTPStatus.METHOD_NOT_ALLOWED, "use POST with an image", [("Allow", "POST")]
@@ -315,7 +316,7 @@ class Handler(BaseHTTPRequestHandler):
         return body
 
 
-_BUSY = b'{"error": "server busy, retry shortly", "status": 503}'
+_BUSY = json.dumps({ERROR: "server busy, retry shortly", "http_status": 503}).encode()
 BUSY_RESPONSE = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
     b"Connection: close\r\nContent-Length: " + str(len(_BUSY)).encode() + b"\r\n\r\n" + _BUSY

@@ -8,9 +8,12 @@ import re
 import shutil
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from edge_infer import Classifier
+from edge_infer.result import Status
 from tests.conftest import start_cli
 
 pytestmark = pytest.mark.slow
@@ -61,28 +64,59 @@ def page_url():
     proc.wait(timeout=20)
 
 
-def test_upload_shows_the_api_verdict(browser, page_url, sample_images):
+def _upload(browser, page_url, image: Path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    image = sample_images[9]
-    want = Classifier().predict(image)
     browser.get(page_url)
     WebDriverWait(browser, 20).until(
         lambda d: "Model all-pbs" in d.find_element(By.ID, "model-line").text
     )
     browser.find_element(By.ID, "files").send_keys(str(image))
-    label = WebDriverWait(browser, 30).until(
-        ec.presence_of_element_located((By.CSS_SELECTOR, "[data-testid=label]"))
+    return WebDriverWait(browser, 30).until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, "[data-testid=result-headline]"))
     )
-    conf = browser.find_element(By.CSS_SELECTOR, "[data-testid=confidence]")
-    assert label.get_attribute("data-label") == want.label
+
+
+def test_upload_shows_the_api_verdict(browser, page_url, sample_images):
+    from selenium.webdriver.common.by import By
+
+    image = sample_images[9]
+    want = Classifier().predict(image)
+    headline = _upload(browser, page_url, image)
+    assert headline.text == want.headline
+    assert headline.get_attribute("data-status") == want.status.value
+    assert headline.get_attribute("data-label") == (want.label or "")
+    conf = browser.find_element(By.CSS_SELECTOR, "[data-testid=result-confidence]")
     assert abs(float(conf.get_attribute("data-confidence")) - want.confidence) < 1e-5
     assert f"{100 * want.confidence:.1f}%" in conf.text
-    assert "Screening aid" in browser.find_element(By.ID, "footer").text
+    footer = browser.find_element(By.ID, "footer").text
+    assert "Screening aid" in footer and "pseudo-patient split" in footer
     imgs = browser.find_elements(By.CSS_SELECTOR, ".card img")
     assert len(imgs) == 2 and all(i.get_attribute("naturalWidth") != "0" for i in imgs)
     SHOTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(SHOTS / "upload-page.png"))
     assert (SHOTS / "upload-page.png").stat().st_size > 10_000
+
+
+def test_not_recognised_upload_headlines_not_recognised(browser, page_url, tmp_path):
+    """A smooth colour gradient with no cell: the headline says "Not recognised", no class
+    name and no confidence are shown."""
+    from selenium.webdriver.common.by import By
+
+    x = np.linspace(0, 1, 224)[None, :, None]
+    img = np.concatenate([x * 200, x * 120 + 60, 255 - x * 100], axis=2) * np.ones((224, 1, 1))
+    path = tmp_path / "gradient.png"
+    cv2.imwrite(str(path), img.astype(np.uint8))
+    want = Classifier().predict(path)
+    assert want.status is Status.OUT_OF_DISTRIBUTION
+    headline = _upload(browser, page_url, path)
+    assert headline.text.startswith("Not recognised")
+    assert headline.get_attribute("data-status") == "out_of_distribution"
+    assert headline.get_attribute("data-label") == ""
+    assert not browser.find_elements(By.CSS_SELECTOR, "[data-testid=result-confidence]")
+    card = browser.find_element(By.CSS_SELECTOR, ".card").text
+    for c in Classifier().meta.classes:
+        assert c.display not in card.split("Network output")[0], c.display
+    browser.save_screenshot(str(SHOTS / "not-recognised.png"))

@@ -6,7 +6,8 @@
 const drop = document.getElementById("drop");
 const input = document.getElementById("files");
 const results = document.getElementById("results");
-let model = { classes: [] };
+let model = { classes: [], status: {} };
+const S = () => model.status; // the status words, from the server (edge_infer.result)
 const modelReady = fetch("/api/model").then((r) => r.json()).then((m) => { model = m; return m; });
 
 function el(tag, attrs = {}, ...children) {
@@ -24,25 +25,28 @@ function classInfo(name) {
 
 function render(card, file, rec) {
   card.replaceChildren(el("h2", {}, file.name));
-  if (rec.status === "error" || rec.error) {
-    card.append(el("div", { class: "banner error", "data-testid": "headline",
-                            "data-status": "error" }, rec.headline || "Could not classify: " + rec.error));
+  if (rec.status === S().ERROR || rec.error) {
+    card.append(el("div", { class: "banner failed", "data-testid": "result-headline",
+                            "data-status": S().ERROR },
+                   rec.headline || "Could not classify: " + rec.error));
     return;
   }
   // the headline is the first thing read; a result that must not be used never shows a class
-  let tone = "ood";
-  if (rec.status === "ok") tone = classInfo(rec.label).malignant ? "malignant" : "benign";
-  else if (rec.status === "uncertain") tone = "uncertain";
-  const verdict = el("div", { class: "verdict" },
-    el("div", { class: "headline " + tone, "data-testid": "headline", "data-status": rec.status,
-                "data-label": rec.label === null ? "" : rec.label }, rec.headline));
-  if (rec.status !== "out_of_distribution") {
-    verdict.append(el("div", { class: "confidence", "data-testid": "confidence",
-                               "data-confidence": String(rec.confidence) },
+  const unusable = rec.status === S().OUT_OF_DISTRIBUTION;
+  let tone = "unusable";
+  if (rec.status === S().OK) tone = classInfo(rec.label).malignant ? "malignant" : "benign";
+  else if (rec.status === S().UNCERTAIN) tone = "review";
+  const panel = el("div", { class: "result-panel" },
+    el("div", { class: "result-headline " + tone, "data-testid": "result-headline",
+                "data-status": rec.status, "data-label": rec.label === null ? "" : rec.label },
+       rec.headline));
+  if (!unusable) {
+    panel.append(el("div", { class: "result-confidence", "data-testid": "result-confidence",
+                             "data-confidence": String(rec.confidence) },
       "Confidence " + pct(rec.confidence) + " (calibrated)"));
   }
-  const bars = el("div", { class: rec.status === "out_of_distribution" ? "bars muted" : "bars" });
-  if (rec.status === "out_of_distribution") {
+  const bars = el("div", { class: unusable ? "bars muted" : "bars" });
+  if (unusable) {
     bars.append(el("div", { class: "note" }, "Network output, for reference only:"));
   }
   for (const [cls, p] of Object.entries(rec.probabilities)) {
@@ -51,13 +55,13 @@ function render(card, file, rec) {
     bars.append(el("div", { class: "bar" }, el("span", { title: classInfo(cls).display }, cls),
       el("div", { class: "track" }, fill), el("span", {}, pct(p))));
   }
-  verdict.append(bars);
+  panel.append(bars);
   card.append(el("div", { class: "row" },
     el("figure", {}, el("img", { src: rec.image_png, alt: "uploaded image" }),
        el("figcaption", {}, "image")),
     el("figure", {}, el("img", { src: rec.overlay_png, alt: "segmentation overlay" }),
        el("figcaption", {}, "green: colour-threshold segmentation; orange: all stained cells")),
-    verdict));
+    panel));
 }
 
 async function classify(file) {
@@ -73,7 +77,7 @@ async function classify(file) {
     const rec = await resp.json();
     render(card, file, rec);
   } catch (err) {
-    render(card, file, { status: "error", error: String(err) });
+    render(card, file, { status: S().ERROR, error: String(err) });
   }
 }
 
