@@ -14,6 +14,7 @@ from .classifier import DEFAULT_BATCH
 from .errors import EdgeInferError, ModelError
 from .formats import FORMATS, RecordWriter
 from .inputs import expand_paths
+from .serve_limits import SOCKET_TIMEOUT_S
 
 
 class BadModel(click.ClickException):
@@ -64,7 +65,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False))
 @model_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--recursive", "-r", is_flag=True, help="Descend into sub-folders.")
@@ -251,7 +252,7 @@ def watch(
     """Classify every image saved into FOLDER, exactly once, until SIGINT/SIGTERM."""
     import logging
 
-    from .ledger import LedgerInUse
+    from .ledger import LedgerError
     from .watch import FolderInUse, Watcher
 
     _log_to_stderr()
@@ -273,7 +274,7 @@ def watch(
             retry_for=retry_for,
             once=once,
         )
-    except (FolderInUse, LedgerInUse) as exc:
+    except (FolderInUse, LedgerError) as exc:
         raise click.UsageError(str(exc)) from None
     w.install_signal_handlers()
     logging.getLogger("edge_infer.watch").info(
@@ -290,10 +291,23 @@ def watch(
     help="Interface to listen on (loopback: only this PC).",
 )
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@click.option("--max-upload-mb", type=click.FloatRange(0.1, 512), default=20.0, show_default=True)
+@click.option(
+    "--max-upload-mb",
+    type=click.FloatRange(0.1, 512),
+    default=20.0,
+    show_default=True,
+    help="Largest accepted upload.",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(0.5, 3600),
+    default=SOCKET_TIMEOUT_S,
+    show_default=True,
+    help="Seconds after which an idle or stalled connection is closed.",
+)
 @model_option
 @threads_option
-def serve(host, port, max_upload_mb, model, threads) -> None:
+def serve(host, port, max_upload_mb, idle_timeout, model, threads) -> None:
     """A local upload page and JSON API (POST /api/classify, GET /api/model, GET /healthz)."""
 
     import signal
@@ -304,7 +318,7 @@ def serve(host, port, max_upload_mb, model, threads) -> None:
     _log_to_stderr()
     clf = _classifier(model, threads)
     try:
-        server = make_server(clf, host, port, int(max_upload_mb * 1024 * 1024))
+        server = make_server(clf, host, port, int(max_upload_mb * 1024 * 1024), idle_timeout)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     h, p = server.server_address[:2]

@@ -96,7 +96,7 @@ def lock_exclusive(path: Path) -> IO[bytes]:
     """An exclusive, non-blocking lock on `path` (created if missing), held while the returned
     file stays open; the OS releases it when the process dies, even after kill -9."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fh = open(path, "a+b")  # noqa: SIM115 - the open file IS the lock
+    fh = open(path, "a+b", buffering=0)  # noqa: SIM115 - the open file IS the lock
     try:
         if os.name == "nt":
             import msvcrt
@@ -109,8 +109,11 @@ def lock_exclusive(path: Path) -> IO[bytes]:
     except OSError:
         fh.close()
         raise LockHeld(str(path)) from None
-    fh.seek(0)
-    fh.truncate()
-    fh.write(f"{os.getpid()}\n".encode())
-    fh.flush()
+    try:  # who holds it, for people; optional (the disk may be full)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n".encode())
+        fh.flush()
+    except OSError:
+        pass
     return fh

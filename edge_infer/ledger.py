@@ -33,7 +33,11 @@ ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
 Key = tuple[str, int, int]  # path, size, mtime_ns
 
 
-class LedgerInUse(Exception):
+class LedgerError(Exception):
+    """The results file cannot be used (a device, a folder...)."""
+
+
+class LedgerInUse(LedgerError):
     """Another watcher already writes this results file."""
 
 
@@ -51,6 +55,8 @@ class ResultsLedger:
         self.path = Path(os.path.abspath(path))
         self.fmt = "csv" if self.path.suffix.lower() == ".csv" else "jsonl"
         self.classes = tuple(classes)
+        if self.path.exists() and not self.path.is_file():
+            raise LedgerError(f"results file {self.path} is not a regular file")
         try:
             self._lock = lock_exclusive(self.path.with_name(self.path.name + ".lock"))
         except LockHeld:

@@ -37,18 +37,19 @@ from .classifier import Classifier
 from .errors import ImageError
 from .preprocess import explain_overlay, load_image
 from .result import ERROR, vocabulary
+from .serve_limits import (
+    DRAIN_LIMIT,
+    LISTEN_BACKLOG,
+    MAX_BODY_BYTES,
+    MAX_CONNECTIONS,
+    MAX_DECODES,
+    MAX_PARTS,
+    SOCKET_TIMEOUT_S,
+)
 
 log = logging.getLogger("edge_infer.serve")
 
-MAX_BODY_BYTES = 20 * 1024 * 1024
-#: an oversized body up to this size is read and discarded before the 413; beyond it the
-#: connection is closed at once
-DRAIN_LIMIT = 128 * 1024 * 1024
-SOCKET_TIMEOUT_S = 15.0
-MAX_CONNECTIONS = 400
-MAX_DECODES = 2
-MAX_PARTS = 16
-LISTEN_BACKLOG = 128
+
 STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
@@ -358,6 +359,7 @@ def make_server(
     host: str = "127.0.0.1",
     port: int = 8000,
     max_body: int = MAX_BODY_BYTES,
+    idle_timeout: float = SOCKET_TIMEOUT_S,
 ) -> ThreadingHTTPServer:
     handler = type(
         "BoundHandler",
@@ -365,6 +367,7 @@ def make_server(
         {
             "classifier": classifier,
             "max_body": max_body,
+            "timeout": idle_timeout,
             "decode_slots": threading.BoundedSemaphore(MAX_DECODES),
         },
     )

@@ -44,6 +44,8 @@ log = logging.getLogger("edge_infer.watch")
 EMPTY_SETTLE_S = 30.0
 #: back-off between retries of a file that could not be read or is still incomplete
 MAX_BACKOFF_S = 30.0
+#: between attempts to move a classified file whose move failed (a full or missing disk)
+MOVE_RETRY_S = 5.0
 
 
 class FolderInUse(Exception):
@@ -131,6 +133,7 @@ class Watcher:
         self._ignored: set[Key] = set()
         self._folder_missing = False
         self._write_failing = False
+        self._move_retry_at: dict[str, float] = {}
         self._last_beat = time.monotonic()
 
     # ---------------------------------------------------------------- scanning
@@ -189,7 +192,8 @@ class Watcher:
         key = (entry.path, st.st_size, st.st_mtime_ns)
         done = self.ledger.entries.get(key)
         if done is not None and (done.inode is None or done.inode == st.st_ino):
-            if done.moved_to:  # recorded, but the move did not happen (crash, full disk)
+            if done.moved_to and now >= self._move_retry_at.get(entry.path, 0.0):
+                # recorded, but the move did not happen (crash, full disk): finish it
                 self._finish_move(entry.path, Path(done.moved_to))
             return None
         if key in self._ignored:
@@ -335,10 +339,14 @@ class Watcher:
         same name (a full disk never leaves a trail of new names)."""
         try:
             durable_move(Path(src), dest)
+            self._move_retry_at.pop(src, None)
         except FileNotFoundError:
             pass
         except OSError as exc:
-            log.warning("could not move %s to %s: %s (retrying later)", src, dest, exc)
+            log.warning(
+                "could not move %s to %s: %s (retrying in %.0f s)", src, dest, exc, MOVE_RETRY_S
+            )
+            self._move_retry_at[src] = time.monotonic() + MOVE_RETRY_S
 
     # ---------------------------------------------------------------- loop
     def beat(self, force: bool = False) -> None:

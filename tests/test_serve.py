@@ -47,7 +47,10 @@ def test_listens_on_loopback_by_default(server):
 
 
 def test_health_model_and_page(server):
-    assert request(server, "GET", "/healthz") == (200, {"healthy": True, "model_version": "tiny-test"})
+    assert request(server, "GET", "/healthz") == (
+        200,
+        {"healthy": True, "model_version": "tiny-test"},
+    )
     status, meta = request(server, "GET", "/api/model")
     assert status == 200 and [c["name"] for c in meta["classes"]] == list(Classifier().classes)
     assert "path" not in meta and "reference" not in meta["guards"]["image_stats"]
