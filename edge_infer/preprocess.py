@@ -26,6 +26,10 @@ MAX_PIXELS = 25_000_000
 MAX_FILE_BYTES = 64 * 1024 * 1024
 #: Smaller images cannot hold a cell at the dataset's magnification.
 MIN_SIDE = 32
+#: Larger images are reduced (area averaging) right after decoding: the network sees 160 px and
+#: the stained-cell check needs no more than this, while a 25 MP frame would cost ~0.9 GB in
+#: the checks (measured with 4 parallel uploads, benchmarks/redteam.py).
+MAX_WORKING_SIDE = 1024
 
 ImageSource = str | Path | bytes | bytearray | memoryview
 
@@ -198,9 +202,23 @@ def decode_image(data: bytes | bytearray | memoryview, name: str = "<bytes>") ->
         ) from None
     if img is None or img.size == 0:
         raise ImageError(name, "not a readable image (unknown format or corrupt data)")
-    img = _to_bgr_uint8(img, name)
     check_size(img, name)
-    return img
+    return _to_bgr_uint8(reduce_to_working_size(img), name)
+
+
+_RESIZABLE = (np.uint8, np.uint16, np.float32, np.float64)
+
+
+def reduce_to_working_size(img: np.ndarray) -> np.ndarray:
+    """An image whose long side exceeds MAX_WORKING_SIDE, reduced to it (aspect kept)."""
+    h, w = img.shape[:2]
+    if max(h, w) <= MAX_WORKING_SIDE:
+        return img
+    f = MAX_WORKING_SIDE / max(h, w)
+    size = (max(MIN_SIDE, int(round(w * f))), max(MIN_SIDE, int(round(h * f))))
+    if (img.ndim == 3 and img.shape[2] > 4) or img.dtype not in _RESIZABLE:
+        return img
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
 
 
 def load_image(source: ImageSource, name: str | None = None) -> np.ndarray:
@@ -220,9 +238,8 @@ def as_bgr_array(image: np.ndarray, name: str = "<array>") -> np.ndarray:
         raise ImageError(name, "empty array")
     if image.dtype == np.bool_ or image.dtype.kind not in "uif":
         raise ImageError(name, f"unsupported pixel type {image.dtype}")
-    img = _to_bgr_uint8(image, name)
-    check_size(img, name)
-    return img
+    check_size(image, name)
+    return _to_bgr_uint8(reduce_to_working_size(image), name)
 
 
 # --------------------------------------------------------------------------- segmentation

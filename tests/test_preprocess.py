@@ -87,7 +87,7 @@ def test_odd_formats_become_bgr_uint8(make, shape, sample_images):
     "payload, reason",
     [
         (b"", "empty file"),
-        (b"this is not an image at all\n" * 10, "not a readable image"),
+        (b"this is not an image at all\n" * 10, "not a supported image format"),
         (b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, "PNG"),
         (bomb_png(), "pixel limit"),
     ],
