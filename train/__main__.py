@@ -125,31 +125,10 @@ def make_strategy(name: str):
     return tf.distribute.get_strategy()
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-    import tensorflow as tf
+def load_splits(args: argparse.Namespace):
+    """(paths, labels) of train, val and test from the manifest (at most --limit per class)."""
+    from .dataset import CLASSES, read_manifest, select
 
-    from edge_infer.preprocess import PreprocessSpec
-
-    from . import metrics as M
-    from .callbacks import BestEpoch, ProgressLine
-    from .dataset import CLASSES, manifest_hash, read_manifest, select
-    from .model import build_model, count_flops
-    from .pipeline import make_dataset
-    from .report import plot_confusion, plot_curves
-
-    keras.utils.set_random_seed(args.seed)
-    tf.config.experimental.enable_op_determinism()
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    spec = replace(
-        PreprocessSpec(),
-        input_size=args.input_size,
-        mask_background=args.mask_background,
-        normalise=args.normalise,
-    )
     records = read_manifest(args.manifest)
 
     def split(name: str):
@@ -158,8 +137,15 @@ def main(argv: list[str] | None = None) -> dict:
             rs = [r for c in CLASSES for r in [x for x in rs if x.label == c][: args.limit]]
         return [args.data / r.path for r in rs], np.array([CLASSES.index(r.label) for r in rs])
 
-    (xtr, ytr), (xva, yva), (xte, yte) = split("train"), split("val"), split("test")
-    print(f"train {len(xtr)}  val {len(xva)}  test {len(xte)}  ({args.split_column})", flush=True)
+    return split("train"), split("val"), split("test")
+
+
+def make_datasets(args: argparse.Namespace, spec, splits):
+    """Training, epoch-selection, validation and test datasets. With --acquisition the epoch
+    is selected on clean AND acquisition-shifted validation images."""
+    from .pipeline import make_dataset
+
+    (xtr, ytr), (xva, yva), (xte, yte) = splits
     ds_tr = make_dataset(
         xtr,
         ytr,
@@ -171,18 +157,23 @@ def main(argv: list[str] | None = None) -> dict:
         acquisition=args.acquisition,
     )
     ds_va = make_dataset(xva, yva, spec, 64, False)
+    ds_select = ds_va
     if args.acquisition:
-        # select the epoch on clean AND acquisition-shifted validation images
-        ds_va_shifted = make_dataset(xva, yva, spec, 64, False, shifted_seed=args.seed)
-        ds_va_select = ds_va.concatenate(ds_va_shifted)
-    else:
-        ds_va_select = ds_va
-    ds_te = make_dataset(xte, yte, spec, 64, False)
+        ds_select = ds_va.concatenate(
+            make_dataset(xva, yva, spec, 64, False, shifted_seed=args.seed)
+        )
+    return ds_tr, ds_select, ds_va, make_dataset(xte, yte, spec, 64, False)
 
-    strategy = make_strategy(args.strategy)
-    steps = args.epochs * int(np.ceil(len(xtr) / args.batch_size))
-    with strategy.scope():
-        model = build_model(args.input_size, len(CLASSES), width=args.width)
+
+def compile_model(args: argparse.Namespace, n_train: int, n_classes: int):
+    """The CNN under the chosen tf.distribute strategy, AdamW with warm-up + cosine decay."""
+    import keras
+
+    from .model import build_model
+
+    steps = args.epochs * int(np.ceil(n_train / args.batch_size))
+    with make_strategy(args.strategy).scope():
+        model = build_model(args.input_size, n_classes, width=args.width)
         schedule = keras.optimizers.schedules.CosineDecay(
             args.lr * 0.1, steps, warmup_target=args.lr, warmup_steps=max(1, steps // 20)
         )
@@ -193,36 +184,81 @@ def main(argv: list[str] | None = None) -> dict:
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
-    n_params = model.count_params()
-    print(f"model: {n_params} parameters, {count_flops(model) / 1e6:.1f} M MACs/image", flush=True)
+    return model
 
-    class_weight = None
-    if args.class_weight == "balanced":
-        counts = np.bincount(ytr, minlength=len(CLASSES))
-        class_weight = {i: len(ytr) / (len(CLASSES) * c) for i, c in enumerate(counts) if c}
-        print(
-            "class weights: " + ", ".join(f"{CLASSES[i]} {w:.2f}" for i, w in class_weight.items())
-        )
+
+def class_weights(kind: str, y: np.ndarray, n_classes: int) -> dict[int, float] | None:
+    if kind != "balanced":
+        return None
+    counts = np.bincount(y, minlength=n_classes)
+    return {i: len(y) / (n_classes * c) for i, c in enumerate(counts) if c}
+
+
+def fit(args: argparse.Namespace, model, ds_tr, ds_select, weights):
+    """Train; keep the best validation epoch (BestEpoch). Returns (history, best epoch, s)."""
+    import keras
+
+    from .callbacks import BestEpoch, ProgressLine
+
     ema = keras.callbacks.SwapEMAWeights(swap_on_epoch=False) if args.ema else None
     best = BestEpoch(patience=args.patience, ema=ema)
     t0 = time.time()
     hist = model.fit(
         ds_tr,
-        validation_data=ds_va_select,
+        validation_data=ds_select,
         epochs=args.epochs,
         verbose=0,
-        class_weight=class_weight,
+        class_weight=weights,
         callbacks=[c for c in (ema, best, ProgressLine(args.epochs)) if c is not None],
     )
-    train_seconds = time.time() - t0
-    history = hist.history
+    return hist.history, best.best_epoch, time.time() - t0
+
+
+def write_history(history: dict, best_epoch: int, out: Path) -> None:
+    from .report import plot_curves
+
     with open(out / "history.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         keys = ["loss", "accuracy", "val_loss", "val_accuracy"]
         w.writerow(["epoch", *keys])
         for i in range(len(history["loss"])):
             w.writerow([i + 1, *(f"{history[k][i]:.6f}" for k in keys)])
-    plot_curves(history, best.best_epoch, out / "curves.png")
+    plot_curves(history, best_epoch, out / "curves.png")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+
+    from edge_infer.preprocess import PreprocessSpec
+
+    from . import metrics as M
+    from .dataset import CLASSES, manifest_hash
+    from .model import count_flops
+    from .report import plot_confusion
+
+    keras.utils.set_random_seed(args.seed)
+    tf.config.experimental.enable_op_determinism()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    spec = replace(
+        PreprocessSpec(),
+        input_size=args.input_size,
+        mask_background=args.mask_background,
+        normalise=args.normalise,
+    )
+    splits = load_splits(args)
+    (xtr, ytr), (xva, yva), (xte, yte) = splits
+    print(f"train {len(xtr)}  val {len(xva)}  test {len(xte)}  ({args.split_column})", flush=True)
+    ds_tr, ds_select, ds_va, ds_te = make_datasets(args, spec, splits)
+    model = compile_model(args, len(xtr), len(CLASSES))
+    n_params = model.count_params()
+    print(f"model: {n_params} parameters, {count_flops(model) / 1e6:.1f} M MACs/image", flush=True)
+    weights = class_weights(args.class_weight, ytr, len(CLASSES))
+    history, best_epoch, train_seconds = fit(args, model, ds_tr, ds_select, weights)
+    write_history(history, best_epoch, out)
     model.save(out / "model.keras")
 
     # --- evaluation, all in inference mode (predict() never uses batch statistics)
@@ -250,7 +286,7 @@ def main(argv: list[str] | None = None) -> dict:
         "split_column": args.split_column,
         "test": report,
         "val": {k: val_report[k] for k in ("n", "accuracy", "macro_f1")},
-        "best_epoch": best.best_epoch,
+        "best_epoch": best_epoch,
         "epochs_run": len(history["loss"]),
         "calibration": {
             "temperature": temperature,
@@ -308,7 +344,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"malignant sensitivity {report['malignant_sensitivity']:.4f}  "
         f"ECE {metrics['calibration']['test_ece_before']:.4f} -> "
         f"{metrics['calibration']['test_ece_after']:.4f} (T={temperature:.3f})  "
-        f"best epoch {best.best_epoch}  {train_seconds / 60:.1f} min",
+        f"best epoch {best_epoch}  {train_seconds / 60:.1f} min",
         flush=True,
     )
     return metrics

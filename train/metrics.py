@@ -106,7 +106,7 @@ def fit_mahalanobis(features: np.ndarray, y: np.ndarray, n_classes: int, shrinka
     return means.astype(np.float32), whiten.astype(np.float32)
 
 
-def mahalanobis_score(features: np.ndarray, means: np.ndarray, chol: np.ndarray) -> np.ndarray:
+def mahalanobis_score(features: np.ndarray, means: np.ndarray, whiten: np.ndarray) -> np.ndarray:
     """Minimum over classes of the squared Mahalanobis distance (higher = less familiar)."""
-    z = (features[:, None, :] - means[None, :, :]) @ chol
+    z = (features[:, None, :] - means[None, :, :]) @ whiten
     return (z**2).sum(axis=2).min(axis=1)
