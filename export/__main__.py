@@ -42,50 +42,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def step(msg: str) -> None:
+    print(f"[export] {msg}", file=sys.stderr, flush=True)
+
+
+def convert_and_describe(args: argparse.Namespace):
+    """The Keras run -> ONNX with its metadata, checked and saved. Returns (Keras export model,
+    run metrics, metadata)."""
     import onnx
 
-    from edge_infer.preprocess import PreprocessSpec
-    from train.dataset import CLASSES, read_manifest, select
     from train.guard import GUARDS_FILE
-    from train.pipeline import load_prepared
 
-    from . import parity
     from .onnx_export import build_export_model, convert, metadata_for, write_metadata
-
-    def step(msg: str) -> None:
-        print(f"[export] {msg}", file=sys.stderr, flush=True)
 
     step(f"loading {args.run}")
     export_model, metrics = build_export_model(args.run)
-    spec = PreprocessSpec.from_json(metrics["preprocess"])
     version = args.version or args.run.name
     threshold = args.uncertain_below or metrics["uncertainty"]["threshold"]
-    step("converting with tf2onnx")
-    proto = convert(export_model, spec.input_size)
     guard_file = args.run / GUARDS_FILE
     guards = json.loads(guard_file.read_text()) if guard_file.exists() else None
     if guards is None:
         step(f"no {guard_file}: the model has no guard thresholds (python -m train.guard)")
     others = [json.loads((r / "metrics.json").read_text()) for r in args.also_run]
     meta = metadata_for(metrics, version, threshold, guards, others)
+    step("converting with tf2onnx")
+    proto = convert(export_model, meta.preprocess.input_size)
     write_metadata(proto, meta)
     onnx.checker.check_model(proto, full_check=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(args.out))
     step(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB), onnx.checker passed")
+    return export_model, metrics, meta
 
-    records = read_manifest(args.manifest)
-    split_col = metrics["split_column"]
-    test = select(records, "test", split_col)
-    if args.parity_images:
-        test = test[: args.parity_images]
-    paths = [args.data / r.path for r in test]
-    step(f"parity gate on {len(paths)} test images")
+
+def parity_gate(args: argparse.Namespace, export_model, meta, test_paths: list[Path]) -> bool:
+    from . import parity
+
+    step(f"parity gate on {len(test_paths)} test images")
     report = parity.check(
-        export_model, args.out, paths, spec, meta.guards.feature_threshold, args.min_parity_images
+        export_model,
+        args.out,
+        test_paths,
+        meta.preprocess,
+        meta.guards.feature_threshold,
+        args.min_parity_images,
     )
     report_path = args.out.with_suffix(".parity.json")
     report_path.write_text(json.dumps(report, indent=2))
@@ -95,33 +95,53 @@ def main(argv: list[str] | None = None) -> int:
         f"agreement {report['edge_path']['argmax_agreement']:.4f} -> "
         f"{'PASS' if report['passed'] else 'FAIL'} ({report_path})"
     )
-    if not report["passed"]:
+    return bool(report["passed"])
+
+
+def int8_gate(args: argparse.Namespace, spec, train_records, test_records, test_paths) -> None:
+    from train.dataset import CLASSES
+    from train.pipeline import load_prepared
+
+    from .quantize import gate, quantize
+
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(train_records), min(args.calibration_images, len(train_records)), False)
+    calib = np.stack([load_prepared(str(args.data / train_records[i].path), spec) for i in pick])
+    int8_path = args.out.with_name(args.out.stem + ".int8.onnx")
+    step(f"quantizing (QDQ, per-channel, reduce_range) with {len(calib)} train images")
+    quantize(args.out, int8_path, calib)
+    labels = np.array([CLASSES.index(r.label) for r in test_records])
+    step("int8 gate on the test split")
+    q = gate(args.out, int8_path, [str(p) for p in test_paths], labels, calib)
+    q_path = args.out.with_suffix(".int8.json")
+    q["shipped"] = q["passed"]
+    if not q["passed"]:
+        int8_path.unlink()
+    q_path.write_text(json.dumps(q, indent=2))
+    step(
+        f"int8: agreement {q['agreement_with_fp32']:.4f}, accuracy "
+        f"{q['fp32']['accuracy']:.4f} -> {q['int8']['accuracy']:.4f}, latency "
+        f"{q['fp32']['latency_ms_1thread']:.2f} -> {q['int8']['latency_ms_1thread']:.2f} ms "
+        f"-> {'kept' if q['passed'] else 'NOT shipped: ' + q['why_not']} ({q_path})"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from train.dataset import read_manifest, select
+
+    export_model, metrics, meta = convert_and_describe(args)
+    records = read_manifest(args.manifest)
+    split_col = metrics["split_column"]
+    test = select(records, "test", split_col)
+    if args.parity_images:
+        test = test[: args.parity_images]
+    paths = [args.data / r.path for r in test]
+    if not parity_gate(args, export_model, meta, paths):
         return 1
-
     if args.int8:
-        from .quantize import gate, quantize
-
-        train = select(records, "train", split_col)
-        rng = np.random.default_rng(0)
-        pick = rng.choice(len(train), min(args.calibration_images, len(train)), replace=False)
-        calib = np.stack([load_prepared(str(args.data / train[i].path), spec) for i in pick])
-        int8_path = args.out.with_name(args.out.stem + ".int8.onnx")
-        step(f"quantizing (QDQ, per-channel, reduce_range) with {len(calib)} train images")
-        quantize(args.out, int8_path, calib)
-        labels = np.array([CLASSES.index(r.label) for r in test])
-        step("int8 gate on the test split")
-        q = gate(args.out, int8_path, [str(p) for p in paths], labels, calib)
-        q_path = args.out.with_suffix(".int8.json")
-        q["shipped"] = q["passed"]
-        if not q["passed"]:
-            int8_path.unlink()
-        q_path.write_text(json.dumps(q, indent=2))
-        step(
-            f"int8: agreement {q['agreement_with_fp32']:.4f}, accuracy "
-            f"{q['fp32']['accuracy']:.4f} -> {q['int8']['accuracy']:.4f}, latency "
-            f"{q['fp32']['latency_ms_1thread']:.2f} -> {q['int8']['latency_ms_1thread']:.2f} ms "
-            f"-> {'kept' if q['passed'] else 'NOT shipped: ' + q['why_not']} ({q_path})"
-        )
+        int8_gate(args, meta.preprocess, select(records, "train", split_col), test, paths)
     return 0
 
 

@@ -3,9 +3,11 @@ trained and exported once per test session."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -68,6 +70,23 @@ def start_cli(*args, stdout=subprocess.DEVNULL) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def wait_for(cond, timeout: float = 60.0) -> None:
+    """Poll `cond` until it holds; fail after `timeout` seconds."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines results file (split on newlines only)."""
+    if not path.exists():
+        return []
+    return [json.loads(x) for x in path.read_bytes().split(b"\n") if x.strip()]
 
 
 def train_tiny(data: Path, out: Path, *extra, epochs=2, limit=12, batch=16, seed=3) -> Path:

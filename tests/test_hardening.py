@@ -26,32 +26,17 @@ import pytest
 from edge_infer import Classifier, Failure
 from edge_infer.fileops import durable_move
 from edge_infer.preprocess import load_image
-from tests.conftest import ROOT, run_cli, start_cli
+from tests.conftest import ROOT, jsonl, run_cli, start_cli, wait_for
 
 pytestmark = pytest.mark.slow
 
 WATCH_FAST = ("--settle", "0.3", "--interval", "0.1", "--heartbeat", "1")
 
 
-def jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(x) for x in path.read_bytes().split(b"\n") if x.strip()]
-
-
 def watch_once(folder, results, *extra, timeout=120) -> subprocess.CompletedProcess:
     return run_cli(
         "watch", folder, "--once", "--results", results, *WATCH_FAST, *extra, timeout=timeout
     )
-
-
-def wait_for(cond, timeout: float = 60.0) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out")
 
 
 @pytest.fixture
@@ -295,19 +280,8 @@ def test_8_a_transient_read_error_is_retried(tmp_path, images):
     late = folder / "late.jpg"
     late.write_bytes(images[0].read_bytes())
     late.chmod(0o000)  # permissions applied late by the share
-    cmd = [
-        *NOBODY,
-        sys.executable,
-        "-m",
-        "edge_infer.cli",
-        "watch",
-        str(folder),
-        "--results",
-        str(results),
-        *WATCH_FAST,
-        "--retry-for",
-        "60",
-    ]
+    args = ("watch", folder, "--results", results, *WATCH_FAST, "--retry-for", "60")
+    cmd = [*NOBODY, sys.executable, "-m", "edge_infer.cli", *map(str, args)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": "/tmp"}
     proc = subprocess.Popen(cmd, cwd="/", env=env, stderr=subprocess.PIPE, text=True)
     time.sleep(3)

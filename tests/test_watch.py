@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from edge_infer import Classifier
-from tests.conftest import run_cli, start_cli
+from tests.conftest import jsonl, run_cli, start_cli, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -62,21 +61,6 @@ def start_watcher(folder: Path, results: Path, model: Path) -> subprocess.Popen:
     )
 
 
-def records(results: Path) -> list[dict]:
-    if not results.exists():
-        return []
-    return [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
-
-
-def wait_for(cond, timeout: float = 120.0) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError("timed out")
-
-
 def test_watch_survives_sigterm_and_kill9_without_loss_or_duplicates(tmp_path, data, tiny_onnx):
     folder = tmp_path / "camera"
     folder.mkdir()
@@ -90,27 +74,27 @@ def test_watch_survives_sigterm_and_kill9_without_loss_or_duplicates(tmp_path, d
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(folder), *map(str, sources[2:])])
 
     w = start_watcher(folder, results, tiny_onnx)
-    wait_for(lambda: len(records(results)) >= 4)
+    wait_for(lambda: len(jsonl(results)) >= 4)
     w.send_signal(signal.SIGTERM)  # graceful: finish the file in hand, exit 0
     out, err = w.communicate(timeout=60)
     assert w.returncode == 0, err
     assert "alive:" in err
 
     w = start_watcher(folder, results, tiny_onnx)
-    wait_for(lambda: len(records(results)) >= 9)
+    wait_for(lambda: len(jsonl(results)) >= 9)
     w.kill()  # kill -9, at whatever moment it is in
     w.wait(timeout=30)
 
     w = start_watcher(folder, results, tiny_onnx)
     writer.wait(timeout=120)
     expected = {s.name for s in sources} | {"notes.jpg", "cut.jpg"}
-    wait_for(lambda: {Path(r["path"]).name for r in records(results)} >= expected)
+    wait_for(lambda: {Path(r["path"]).name for r in jsonl(results)} >= expected)
     time.sleep(1.5)  # give a duplicate, if there were to be one, the time to appear
     w.send_signal(signal.SIGTERM)
     _, err = w.communicate(timeout=60)
     assert w.returncode == 0, err
 
-    recs = records(results)
+    recs = jsonl(results)
     counts = Counter(Path(r["path"]).name for r in recs)
     assert set(counts) == expected, counts
     assert all(n == 1 for n in counts.values()), counts
