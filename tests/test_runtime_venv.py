@@ -46,5 +46,5 @@ def test_plain_install_classifies_without_tensorflow(tmp_path, sample_images, ti
     assert len(recs) == 4 and all("label" in x for x in recs)
     if BUNDLED.exists():
         info = subprocess.run([str(exe), "info", "--json"], capture_output=True, text=True)
-        assert "site-packages" in json.loads(info.stdout)["path"]
+        assert "site-packages" in json.loads(info.stdout)["file"]
     assert Path(exe).exists()
