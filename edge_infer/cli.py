@@ -57,8 +57,37 @@ threads_option = click.option(
 )
 
 
+def _versions(ctx: click.Context, _param, value: bool) -> None:
+    """--version / -V: the runtime, the bundled model and the libraries that decide results."""
+    if not value or ctx.resilient_parsing:
+        return
+    import cv2
+    import numpy as np
+    import onnxruntime as ort
+
+    from .model import OnnxModel
+
+    try:
+        model = OnnxModel(threads=1).meta.version
+    except EdgeInferError as exc:
+        model = f"unusable ({exc})"
+    click.echo(
+        f"edge-infer {__version__}, bundled model {model}; onnxruntime {ort.__version__}, "
+        f"opencv {cv2.__version__}, numpy {np.__version__}, python {sys.version.split()[0]}"
+    )
+    ctx.exit(0)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="edge-infer")
+@click.option(
+    "--version",
+    "-V",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_versions,
+    help="Show the runtime, model and library versions and exit.",
+)
 def main() -> None:
     """Classify peripheral blood smear images: Benign (hematogone) or B-ALL Early Pre-B / Pre-B /
     Pro-B. A screening aid for trained staff, not a diagnosis."""
@@ -91,14 +120,22 @@ def classify(paths, model, fmt, recursive, tta, batch_size, threads) -> None:
     # a progress bar only where it cannot interleave with the results (stdout redirected)
     show = len(files) >= 20 and sys.stderr.isatty() and not sys.stdout.isatty()
     bar = click.progressbar(length=len(files), label="classifying", file=sys.stderr)
-    with bar if show else contextlib.nullcontext():
-        for outcome in clf.iter_predict(files, batch_size=batch_size):
-            failed += not outcome.ok
-            writer.write(outcome.to_record())
-            if show:
-                bar.update(1)
+    counts: dict[str, int] = {}
+    try:
+        with bar if show else contextlib.nullcontext():
+            for outcome in clf.iter_predict(files, batch_size=batch_size):
+                failed += not outcome.ok
+                writer.write(outcome.to_record())
+                counts[outcome.status.value] = counts.get(outcome.status.value, 0) + 1
+                if show:
+                    bar.update(1)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted after {sum(counts.values())} of {len(files)} images", err=True)
+        sys.exit(130)
     writer.close()
     total = len(files) + len(inputs.unlisted)
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    click.echo(f"{len(files)} images: {summary or 'none'}", err=True)
     if failed:
         click.echo(f"{failed} of {total} inputs could not be classified", err=True)
     sys.exit(1 if failed else 0)

@@ -1,0 +1,5 @@
+"""`python -m edge_infer ...` is `edge-infer ...`."""
+
+from .cli import main
+
+main(prog_name="edge-infer")
