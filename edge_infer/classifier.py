@@ -7,7 +7,6 @@ can be shared between threads (the web server does).
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +18,7 @@ import numpy as np
 from .errors import EdgeInferError, ImageError, ModelError
 from .guard import guard_statistics
 from .metadata import OOD_SCORE, PROBABILITIES, ModelMetadata
-from .model import OnnxModel
+from .model import OnnxModel, default_threads
 from .preprocess import (
     as_bgr_array,
     cell_fraction,
@@ -59,7 +58,7 @@ class Classifier:
         self.model = OnnxModel(model, threads)
         self.tta = tta
         #: threads for decoding and preprocessing, beside onnxruntime's own
-        self.workers = max(1, min(os.cpu_count() or 1, 4)) if workers is None else workers
+        self.workers = default_threads() if workers is None else workers
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 

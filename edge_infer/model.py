@@ -31,9 +31,18 @@ def bundled_model_path() -> Path:
     return path
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (the affinity mask, e.g. under taskset or a service
+    manager's CPU limit), not all the machine has."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def default_threads() -> int:
-    """All cores up to 4: a microscope PC has 2-4, and more threads than that stop paying."""
-    return max(1, min(os.cpu_count() or 1, 4))
+    """All usable cores up to 4: a microscope PC has 2-4, and more threads stop paying."""
+    return min(usable_cpus(), 4)
 
 
 def session_options(threads: int | None) -> ort.SessionOptions:
