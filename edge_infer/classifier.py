@@ -84,6 +84,10 @@ class Classifier:
 
     def predict(self, image: Image, tta: bool | None = None, name: str | None = None) -> Prediction:
         """Classify one image; raises ImageError for input that is not a usable image."""
+        if not isinstance(image, (str, Path, bytes, bytearray, memoryview, np.ndarray)):
+            raise TypeError(
+                f"expected a path, encoded bytes or an array, not {type(image).__name__}"
+            )
         name = name or _source_name(image, 0)
         return self.predict_arrays([self.load(image, name)], [name], tta)[0]
 
@@ -91,6 +95,8 @@ class Classifier:
         self, images: Iterable[Image], tta: bool | None = None, batch_size: int = DEFAULT_BATCH
     ) -> list[Outcome]:
         """Classify many; a bad input becomes a Failure in its place, the rest go on."""
+        if isinstance(images, (str, Path, bytes, bytearray, memoryview, np.ndarray)):
+            raise TypeError("predict_batch takes a list of images; use predict() for one")
         return list(self.iter_predict(images, tta=tta, batch_size=batch_size))
 
     def iter_predict(

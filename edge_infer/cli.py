@@ -192,7 +192,7 @@ def describe(meta, path: str) -> list[str]:
     "--output",
     type=click.Path(dir_okay=False),
     required=True,
-    help="PNG to write: the image with the segmented cells outlined.",
+    help="Image to write (.png or .jpg): the image with the segmented cells outlined.",
 )
 @model_option
 def segment(image, output, model) -> None:
@@ -208,8 +208,17 @@ def segment(image, output, model) -> None:
         bgr = load_image(image)
     except EdgeInferError as exc:
         raise click.ClickException(str(exc)) from None
-    ok, buf = cv2.imencode(".png", explain_overlay(bgr, spec))
-    Path(output).write_bytes(buf.tobytes())
+    suffix = Path(output).suffix.lower() or ".png"
+    try:
+        ok, buf = cv2.imencode(suffix, explain_overlay(bgr, spec))
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise click.ClickException(f"{output}: cannot write a '{suffix}' image (use .png or .jpg)")
+    try:
+        Path(output).write_bytes(buf.tobytes())
+    except OSError as exc:
+        raise click.ClickException(f"{output}: cannot write ({exc.strerror or exc})") from None
     click.echo(
         f"{image}: {segment_mask(bgr, spec).mean() * 100:.1f}% segmented, "
         f"{cell_fraction(bgr, spec) * 100:.1f}% stained -> {output}"
