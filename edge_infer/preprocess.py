@@ -163,6 +163,8 @@ def _to_bgr_uint8(img: np.ndarray, name: str) -> np.ndarray:
 
 def check_size(img: np.ndarray, name: str) -> None:
     """Refuse images too small to hold a cell or too large to be a camera frame."""
+    if img.ndim not in (2, 3):
+        raise ImageError(name, f"unsupported image shape {img.shape}")
     h, w = img.shape[:2]
     if min(h, w) < MIN_SIDE:
         raise ImageError(name, f"image is {w}x{h} px, smaller than {MIN_SIDE} px on a side")
