@@ -47,6 +47,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "acquisition-shifted copy of the validation images",
     )
     ap.add_argument(
+        "--acquisition-p",
+        type=float,
+        default=0.5,
+        help="probability of each photometric acquisition change (train.acquisition)",
+    )
+    ap.add_argument(
+        "--init-weights",
+        type=Path,
+        default=None,
+        help="start from this run's model.keras (fine-tuning) instead of random weights",
+    )
+    ap.add_argument(
         "--normalise",
         default="none",
         choices=("none", "white_patch"),
@@ -155,6 +167,7 @@ def make_datasets(args: argparse.Namespace, spec, splits):
         args.seed,
         not args.no_color_jitter,
         acquisition=args.acquisition,
+        acquisition_p=args.acquisition_p,
     )
     ds_va = make_dataset(xva, yva, spec, 64, False)
     ds_select = ds_va
@@ -174,6 +187,8 @@ def compile_model(args: argparse.Namespace, n_train: int, n_classes: int):
     steps = args.epochs * int(np.ceil(n_train / args.batch_size))
     with make_strategy(args.strategy).scope():
         model = build_model(args.input_size, n_classes, width=args.width)
+        if args.init_weights is not None:
+            model.load_weights(args.init_weights)
         schedule = keras.optimizers.schedules.CosineDecay(
             args.lr * 0.1, steps, warmup_target=args.lr, warmup_steps=max(1, steps // 20)
         )
@@ -319,6 +334,8 @@ def main(argv: list[str] | None = None) -> dict:
             "seed": args.seed,
             "color_jitter": not args.no_color_jitter,
             "acquisition": args.acquisition,
+            "acquisition_p": args.acquisition_p,
+            "init_weights": str(args.init_weights) if args.init_weights else None,
             "class_weight": args.class_weight,
             "ema": args.ema,
             "limit": args.limit,

@@ -47,10 +47,12 @@ def augment(x: tf.Tensor, seed: tf.Tensor, color_jitter: bool = True) -> tf.Tens
     return x
 
 
-def acquired_prepared(img: np.ndarray, seed: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+def acquired_prepared(
+    img: np.ndarray, seed: np.ndarray, spec: PreprocessSpec, p: float = 0.5
+) -> np.ndarray:
     """A random acquisition of a decoded image (seeded), then edge_infer's preprocessing."""
     rng = np.random.default_rng([int(v) & 0x7FFFFFFF for v in np.ravel(seed)])
-    return prepare(random_acquisition(img, rng), spec)
+    return prepare(random_acquisition(img, rng, p=p), spec)
 
 
 def make_dataset(
@@ -63,6 +65,7 @@ def make_dataset(
     color_jitter: bool = True,
     acquisition: bool = False,
     shifted_seed: int | None = None,
+    acquisition_p: float = 0.5,
 ) -> tf.data.Dataset:
     """Batches of (network input, label).
 
@@ -70,7 +73,9 @@ def make_dataset(
     (train.acquisition) before edge_infer's preprocessing. `shifted_seed`: a fixed acquisition
     per image (the same every epoch), for validating robustness."""
     if acquisition or shifted_seed is not None:
-        return _acquisition_dataset(paths, labels, spec, batch_size, training, seed, shifted_seed)
+        return _acquisition_dataset(
+            paths, labels, spec, batch_size, training, seed, shifted_seed, acquisition_p
+        )
     size = spec.input_size
     ds = tf.data.Dataset.from_tensor_slices(([str(p) for p in paths], np.asarray(labels, np.int32)))
 
@@ -91,7 +96,7 @@ def make_dataset(
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _acquisition_dataset(paths, labels, spec, batch_size, training, seed, shifted_seed):
+def _acquisition_dataset(paths, labels, spec, batch_size, training, seed, shifted_seed, p=0.5):
     size = spec.input_size
     ds = tf.data.Dataset.from_tensor_slices(([str(p) for p in paths], np.asarray(labels, np.int32)))
 
@@ -112,7 +117,9 @@ def _acquisition_dataset(paths, labels, spec, batch_size, training, seed, shifte
 
     def _acquire(xy, s):
         x = tf.numpy_function(
-            lambda img, sd: acquired_prepared(img, sd, spec), [xy[0], s], tf.float32
+            lambda img, sd: acquired_prepared(img, sd, spec, p if training else 0.5),
+            [xy[0], s],
+            tf.float32,
         )
         x.set_shape((size, size, 3))
         return x, xy[1]
