@@ -78,6 +78,17 @@ def texture(img, rng):
     return out.astype(np.uint8)
 
 
+#: kinds after which the image still shows the same cells (so the class is still known)
+KEEP_CELLS = {
+    "hue +40 deg",
+    "red/blue swapped",
+    "grayscale",
+    "x0.5 magnification",
+    "x2 magnification",
+    "blur sigma 3",
+    "defocus sigma 6",
+}
+
 KINDS: dict[str, Transform] = {
     "hue +40 deg": hue_shift(40),
     "hue +90 deg": hue_shift(90),
@@ -98,8 +109,20 @@ KINDS: dict[str, Transform] = {
 }
 
 
-def flagged(clf: Classifier, images: list[np.ndarray]) -> dict[str, float]:
+def flagged(
+    clf: Classifier, images: list[np.ndarray], truth: list[str] | None = None
+) -> dict[str, float]:
+    """Flag rates per guard; with the true classes (kinds that keep a cell), also whether what
+    was served (status ok) was right: a guard should flag what makes the model wrong."""
     preds = clf.predict_arrays(images, [f"<{i}>" for i in range(len(images))])
+    extra = {}
+    if truth is not None:
+        right = np.array([p.raw_label == t for p, t in zip(preds, truth, strict=True)])
+        ok = np.array([p.status.value == "ok" for p in preds])
+        extra = {
+            "accuracy": float(right.mean()),
+            "silent_errors": float((ok & ~right).mean()),
+        }
     meta, guard = clf.meta, clf.model.image_guard
     thr = meta.guards.feature_threshold
     spec = meta.preprocess
@@ -118,6 +141,7 @@ def flagged(clf: Classifier, images: list[np.ndarray]) -> dict[str, float]:
         "called_malignant_unflagged": float(
             np.mean([p.label is not None and meta.is_malignant(p.label) for p in preds])
         ),
+        **extra,
     }
 
 
@@ -135,15 +159,24 @@ def main(argv: list[str] | None = None) -> dict:
         test = test[:: max(1, len(test) // args.limit)][: args.limit]
     clean = [load_image(args.data / r.path) for r in test]
     rng = np.random.default_rng(0)
-    results = {"clean test split (false alarms)": flagged(clf, clean)}
-    print(f"{'kind':34s} flagged  features  img-stats  no-cell  malignant&unflagged", flush=True)
+    truth = [r.label for r in test]
+    results = {"clean test split (false alarms)": flagged(clf, clean, truth)}
+    print(
+        f"{'kind':34s} flagged  features  img-stats  no-cell  malignant&unflagged  "
+        "accuracy  silent-errors",
+        flush=True,
+    )
     for name, fn in KINDS.items():
-        results[name] = flagged(clf, [fn(img, rng) for img in clean])
+        keeps_cells = name in KEEP_CELLS
+        results[name] = flagged(
+            clf, [fn(img, rng) for img in clean], truth if keeps_cells else None
+        )
     for name, r in results.items():
         print(
             f"{name:34s} {r['flagged']:7.3f}  {r['flagged_by_features']:8.3f}  "
             f"{r['flagged_by_image_stats']:9.3f}  "
             f"{r['flagged_no_cell']:7.3f}  {r['called_malignant_unflagged']:7.3f}"
+            + (f"  {r['accuracy']:8.3f}  {r['silent_errors']:8.3f}" if "accuracy" in r else "")
         )
     summary = {
         "model": clf.version,
