@@ -64,8 +64,12 @@ class ResultsLedger:
                 f"{self.path} is in use by another watcher (lock {self.path.name}.lock)"
             ) from None
         self.entries: dict[Key, Entry] = {}
-        self._repair_and_load()
-        self._open()
+        try:
+            self._repair_and_load()
+            self._open()
+        except BaseException:
+            self._lock.close()
+            raise
 
     # ------------------------------------------------------------------ reading
     def _repair_and_load(self) -> None:
@@ -111,6 +115,15 @@ class ResultsLedger:
         self.fh = open(self.path, "a", newline="", **ENCODING)  # noqa: SIM115
         self.writer = RecordWriter(self.fh, self.fmt, self.classes, LEDGER_FIELDS)
         self.writer.header_done = self.path.stat().st_size > 0
+        if self.fmt == "csv" and self.writer.header_done:
+            with open(self.path, newline="", **ENCODING) as fh:
+                header = next(csv.reader(fh), [])
+            if tuple(header) != tuple(self.writer.fields):
+                self.fh.close()
+                raise LedgerError(
+                    f"{self.path} has other columns (written by another version or model?); "
+                    "give a new --results file"
+                )
         self._inode = os.fstat(self.fh.fileno()).st_ino
 
     def _reopen_if_replaced(self) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_infer.ledger import LedgerInUse, ResultsLedger
+from edge_infer.ledger import LedgerError, LedgerInUse, ResultsLedger
 from edge_infer.result import Status
 from tests.unit.test_result import CLASSES, prediction
 
@@ -70,3 +70,10 @@ def test_deleted_results_file_is_started_again(tmp_path: Path):
     led.append(record("b.jpg"))
     led.close()
     assert [json.loads(x)["path"] for x in path.read_text().splitlines()] == ["b.jpg"]
+
+
+def test_csv_results_with_other_columns_are_refused(tmp_path: Path):
+    path = tmp_path / "r.csv"
+    path.write_text("path,label,confidence\na.jpg,Pro,0.9\n")
+    with pytest.raises(LedgerError, match="other columns"):
+        ResultsLedger(path, CLASSES)
