@@ -143,12 +143,29 @@ def png_data_url(bgr) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
 
 
+class Counters:
+    """Requests classified and refused since start (shown by /healthz), thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = {"classified": 0, "refused": 0}
+
+    def add(self, name: str) -> None:
+        with self._lock:
+            self._counts[name] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
 class Handler(BaseHTTPRequestHandler):
     server_version = "edge-infer"
     timeout = SOCKET_TIMEOUT_S  # idle and slow sockets are closed (StreamRequestHandler)
     classifier: Classifier  # set on the subclass made by make_server
     max_body = MAX_BODY_BYTES
     decode_slots: threading.BoundedSemaphore
+    counters: Counters
 
     def log_message(self, fmt: str, *args) -> None:
         log.info("%s %s", self.address_string(), fmt % args)
@@ -215,6 +232,7 @@ class Handler(BaseHTTPRequestHandler):
     def _refuse_foreign(self) -> bool:
         why = self._foreign_request()
         if why:
+            self.counters.add("refused")
             log.warning("%s: refused, %s", self.address_string(), why)
             self._error(HTTPStatus.FORBIDDEN, f"refused: {why}")
             return True
@@ -230,7 +248,14 @@ class Handler(BaseHTTPRequestHandler):
                 name, ctype = STATIC[path]
                 self._send(200, static_file(name), ctype)
             elif path == HEALTH:
-                self._json(200, {"healthy": True, "model_version": self.classifier.version})
+                self._json(
+                    200,
+                    {
+                        "healthy": True,
+                        "model_version": self.classifier.version,
+                        **self.counters.snapshot(),
+                    },
+                )
             elif path == API_MODEL:
                 # public_json: no file path, no bulky guard reference set
                 self._json(200, {**self.classifier.meta.public_json(), **vocabulary()})
@@ -280,6 +305,7 @@ class Handler(BaseHTTPRequestHandler):
                     record["overlay_png"] = png_data_url(
                         explain_overlay(bgr, self.classifier.meta.preprocess)
                     )
+            self.counters.add("classified")
             self._json(200, record)
         except BadRequest as exc:
             self._error(exc.status, exc.reason)
@@ -369,6 +395,7 @@ def make_server(
             "max_body": max_body,
             "timeout": idle_timeout,
             "decode_slots": threading.BoundedSemaphore(MAX_DECODES),
+            "counters": Counters(),
         },
     )
     if ":" in host:

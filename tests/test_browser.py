@@ -120,3 +120,41 @@ def test_not_recognised_upload_headlines_not_recognised(browser, page_url, tmp_p
     for c in Classifier().meta.classes:
         assert c.display not in card.split("Network output")[0], c.display
     browser.save_screenshot(str(SHOTS / "not-recognised.png"))
+
+
+def test_another_site_in_the_browser_cannot_use_the_server(browser, page_url, tmp_path):
+    """A page from another origin (another port) POSTs an image to the server the way a
+    malicious web page would (no-cors, a "simple" request the browser sends without asking):
+    the server refuses it and classifies nothing."""
+    import functools
+    import http.server
+    import json
+    import threading
+    import urllib.request
+
+    target = page_url + "api/classify"
+    (tmp_path / "evil.html").write_text(
+        "<script>fetch(" + json.dumps(target) + ", {method: 'POST', mode: 'no-cors', "
+        "headers: {'Content-Type': 'text/plain'}, body: 'x'.repeat(5000)})"
+        ".then(() => { document.title = 'sent'; }, () => { document.title = 'sent'; });"
+        "</script>"
+    )
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+
+    def health():
+        with urllib.request.urlopen(page_url + "healthz", timeout=10) as r:
+            return json.load(r)
+
+    before = health()
+    try:
+        browser.get(f"http://localhost:{other.server_address[1]}/evil.html")
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(browser, 20).until(lambda d: d.title == "sent")
+    finally:
+        other.shutdown()
+    after = health()
+    assert after["refused"] == before["refused"] + 1
+    assert after["classified"] == before["classified"]
