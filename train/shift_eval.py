@@ -163,7 +163,7 @@ def plot(rows: list[dict], title: str, path: Path) -> None:
         )
     cv2.putText(
         img,
-        "* beyond the trained ranges; other cells cover 'wrong but flagged or uncertain'",
+        "* beyond the trained ranges; uncertain and flagged hold right and wrong answers alike",
         (10, h - 20),
         font,
         0.45,
