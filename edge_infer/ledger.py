@@ -63,10 +63,19 @@ class ResultsLedger:
             raise LedgerInUse(
                 f"{self.path} is in use by another watcher (lock {self.path.name}.lock)"
             ) from None
+        except OSError as exc:  # an unwritable or missing folder
+            raise LedgerError(
+                f"cannot use results file {self.path} ({exc.strerror or exc})"
+            ) from None
         self.entries: dict[Key, Entry] = {}
         try:
             self._repair_and_load()
             self._open()
+        except OSError as exc:  # a read-only file or folder, a full disk at start
+            self._lock.close()
+            raise LedgerError(
+                f"cannot use results file {self.path} ({exc.strerror or exc})"
+            ) from None
         except BaseException:
             self._lock.close()
             raise

@@ -253,7 +253,8 @@ def clean_mask(mask: np.ndarray, open_kernel: int, min_component_px: int) -> np.
     if open_kernel > 1:
         m = cv2.morphologyEx(m, cv2.MORPH_OPEN, np.ones((open_kernel, open_kernel), np.uint8))
     if min_component_px > 1:
-        # BBDT: the same labels as the default algorithm, ~3x faster here (0.43 -> 0.13 ms)
+        # BBDT: the same labels as the default (checked on 98 dataset images), faster
+        # (0.43 -> 0.13 ms in the project field notes; not re-timed here)
         n, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
             m, 8, cv2.CV_32S, cv2.CCL_BBDT
         )

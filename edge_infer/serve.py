@@ -218,15 +218,9 @@ class Handler(BaseHTTPRequestHandler):
             if self.headers.get("Sec-Fetch-Site", "") == "cross-site":
                 return "cross-site request"
             origin = self.headers.get("Origin")
-            if origin is not None:
-                o = urlparse(origin)
-                own = _host_of(self.headers.get("Host", ""))
-                if (
-                    origin == "null"
-                    or _host_of(o.netloc) != own
-                    or o.netloc.lower() != (self.headers.get("Host", "").lower())
-                ):
-                    return f"request from another origin ({origin})"
+            own = self.headers.get("Host", "").lower()
+            if origin is not None and (origin == "null" or urlparse(origin).netloc.lower() != own):
+                return f"request from another origin ({origin})"
         return None
 
     def _refuse_foreign(self) -> bool:

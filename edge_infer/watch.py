@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from .classifier import DEFAULT_BATCH, Classifier
 from .fileops import LockHeld, ReadRefused, durable_move, lock_exclusive, read_limited
@@ -79,6 +80,16 @@ class Tracked:
     retry_at: float = 0.0
     first_failure: float = 0.0
     last_error: str = ""
+
+
+class FileRead(NamedTuple):
+    """One file as read for classification: its content, or the final error."""
+
+    key: Key
+    data: bytes | None
+    digest: str
+    error: str
+    inode: int | None
 
 
 @dataclass
@@ -231,16 +242,16 @@ class Watcher:
         log.info("%s: %s; retry %d in %.0f s", key[0], reason, t.attempts, t.retry_at - now)
         return True
 
-    def _read(self, key: Key) -> tuple[bytes | None, str, str]:
-        """(data, sha256, error); data None means "not now" (retry scheduled) when error is
-        empty, or a final error otherwise."""
+    def _read(self, key: Key) -> FileRead | None:
+        """The file's content, or a final error; None means "not now" (a retry is scheduled,
+        the file changed while read, or it is already done under a new inode)."""
         try:
             data, digest = read_limited(key[0], MAX_FILE_BYTES)
         except ReadRefused as exc:
-            return None, "", str(exc)
+            return FileRead(key, None, "", str(exc), None)
         except OSError as exc:
             reason = f"cannot read file ({exc.strerror or exc})"
-            return (None, "", "") if self._retry_later(key, reason) else (None, "", reason)
+            return None if self._retry_later(key, reason) else FileRead(key, None, "", reason, None)
         try:
             st = os.stat(key[0])
             changed = (st.st_size, st.st_mtime_ns) != key[1:]
@@ -248,52 +259,47 @@ class Watcher:
             changed = True
         if changed:  # still being written: wait for it to settle again
             self._tracked.pop(key[0], None)
-            return None, "", ""
+            return None
         incomplete = incomplete_reason(data)
         if incomplete and self._retry_later(key, incomplete + ", still being written?"):
-            return None, "", ""
+            return None
         done = self.ledger.entries.get(key)
         if done is not None and done.sha256 == digest:  # same content, new inode (a remount)
             self._tracked.pop(key[0], None)
             self._ignored.add(key)
-            return None, "", ""
-        return data, digest, ""
+            return None
+        return FileRead(key, data, digest, "", st.st_ino)
 
     def process(self, keys: list[Key]) -> None:
         """Classify in batches; one record per file, appended as each batch finishes."""
         for i in range(0, len(keys), self.batch_size):
-            chunk = keys[i : i + self.batch_size]
-            reads = [(key, *self._read(key)) for key in chunk]
-            todo = [(k, d, s, e) for k, d, s, e in reads if d is not None or e]
-            blobs = [(k, d, s) for k, d, s, e in todo if d is not None]
+            reads = [r for r in map(self._read, keys[i : i + self.batch_size]) if r is not None]
+            blobs = [r for r in reads if r.data is not None]
             outcomes = iter(
                 self.clf.iter_predict(
-                    [d for _, d, _ in blobs],
+                    [r.data for r in blobs],
                     tta=self.tta,
                     batch_size=self.batch_size,
-                    names=[k[0] for k, _, _ in blobs],
+                    names=[r.key[0] for r in blobs],
                 )
             )
-            for key, data, digest, error in todo:
-                outcome = next(outcomes) if data is not None else Failure(key[0], error)
-                if not self._record(key, digest, outcome):
+            for r in reads:
+                outcome = next(outcomes) if r.data is not None else Failure(r.key[0], r.error)
+                if not self._record(r, outcome):
                     return  # cannot write results: stop this round, nothing moved
             if self.stop_requested:
                 return
 
-    def _record(self, key: Key, digest: str, outcome) -> bool:
+    def _record(self, read: FileRead, outcome) -> bool:
+        key = read.key
         record = outcome.to_record()
-        try:
-            inode = os.stat(key[0]).st_ino
-        except OSError:
-            inode = None
         target = self.done_dir if outcome.ok else self.failed_dir
         dest = self._destination(target, key[0]) if target else None
         record.update(
-            sha256=digest,
+            sha256=read.digest,
             size=key[1],
             mtime_ns=key[2],
-            inode=inode,
+            inode=read.inode,
             classified_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             moved_to=str(dest) if dest else None,
         )

@@ -18,10 +18,8 @@ from edge_infer.preprocess import PreprocessSpec, load_image, prepare
 from .acquisition import random_acquisition
 
 
-def load_prepared(path: str | bytes, spec: PreprocessSpec) -> np.ndarray:
+def load_prepared(path: str, spec: PreprocessSpec) -> np.ndarray:
     """The exact tensor edge_infer feeds the network for this file."""
-    if isinstance(path, bytes):
-        path = path.decode("utf-8")
     return prepare(load_image(path), spec)
 
 
@@ -77,14 +75,7 @@ def make_dataset(
             paths, labels, spec, batch_size, training, seed, shifted_seed, acquisition_p
         )
     size = spec.input_size
-    ds = tf.data.Dataset.from_tensor_slices(([str(p) for p in paths], np.asarray(labels, np.int32)))
-
-    def _load(path, label):
-        x = tf.numpy_function(lambda p: load_prepared(p, spec), [path], tf.float32)
-        x.set_shape((size, size, 3))
-        return x, label
-
-    ds = ds.map(_load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
+    ds = _from_paths(paths, labels, lambda p: load_prepared(p, spec), tf.float32, (size, size, 3))
     if training:
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
@@ -96,18 +87,25 @@ def make_dataset(
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _acquisition_dataset(paths, labels, spec, batch_size, training, seed, shifted_seed, p=0.5):
-    size = spec.input_size
+def _from_paths(paths, labels, load, dtype, shape) -> tf.data.Dataset:
+    """(load(path), label) per file, decoded in parallel, in order, and cached."""
     ds = tf.data.Dataset.from_tensor_slices(([str(p) for p in paths], np.asarray(labels, np.int32)))
 
-    def _decode(path, label):
+    def _load(path, label):
         x = tf.numpy_function(
-            lambda p: load_image(p.decode("utf-8") if isinstance(p, bytes) else p), [path], tf.uint8
+            lambda p: load(p.decode("utf-8") if isinstance(p, bytes) else p), [path], dtype
         )
-        x.set_shape((None, None, 3))
+        x.set_shape(shape)
         return x, label
 
-    ds = ds.map(_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
+    return ds.map(_load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
+
+
+def _acquisition_dataset(
+    paths, labels, spec, batch_size, training, seed, shifted_seed, change_p=0.5
+):
+    size = spec.input_size
+    ds = _from_paths(paths, labels, load_image, tf.uint8, (None, None, 3))
     if training:
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
@@ -117,7 +115,7 @@ def _acquisition_dataset(paths, labels, spec, batch_size, training, seed, shifte
 
     def _acquire(xy, s):
         x = tf.numpy_function(
-            lambda img, sd: acquired_prepared(img, sd, spec, p if training else 0.5),
+            lambda img, sd: acquired_prepared(img, sd, spec, change_p if training else 0.5),
             [xy[0], s],
             tf.float32,
         )

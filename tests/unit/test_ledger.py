@@ -77,3 +77,9 @@ def test_csv_results_with_other_columns_are_refused(tmp_path: Path):
     path.write_text("path,label,confidence\na.jpg,Pro,0.9\n")
     with pytest.raises(LedgerError, match="other columns"):
         ResultsLedger(path, CLASSES)
+
+
+def test_an_unusable_results_path_is_one_clear_error(tmp_path: Path):
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(LedgerError, match="cannot use results file"):
+        ResultsLedger(tmp_path / "afile" / "r.jsonl", CLASSES)
