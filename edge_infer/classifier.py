@@ -62,6 +62,13 @@ class Classifier:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
+    def __repr__(self) -> str:
+        return (
+            f"Classifier(model={self.version!r}, path={str(self.model.path)!r}, "
+            f"classes={list(self.classes)}, input={self.meta.input.size}px, "
+            f"threads={self.model.threads}, workers={self.workers}, tta={self.tta})"
+        )
+
     @property
     def meta(self) -> ModelMetadata:
         return self.model.meta

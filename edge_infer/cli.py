@@ -33,13 +33,43 @@ def _classifier(model: str | None, threads: int | None, tta: bool = False):
         raise BadModel(f"model {exc}") from None
 
 
-def _log_to_stderr() -> None:
-    """Timestamped log lines on stderr for the long-running commands (stdout stays for data)."""
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+
+
+def _setup_logging(verbose: int = 0, quiet: int = 0, log_file: str | None = None) -> None:
+    """Timestamped log lines on stderr for the long-running commands (stdout stays for data),
+    and in `log_file` too when given. Default INFO (one line per image); -q: warnings only,
+    -qq: errors only; -v: debug."""
     import logging
 
+    level = logging.INFO + 10 * (quiet - verbose)
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        try:
+            handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+        except OSError as exc:
+            raise click.UsageError(f"--log-file {log_file}: {exc.strerror or exc}") from None
     logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
+        level=max(logging.DEBUG, min(level, logging.CRITICAL)),
+        format=LOG_FORMAT,
+        handlers=handlers,
+        force=True,
     )
+
+
+def logging_options(fn):
+    """-v / -q / --log-file for the long-running commands."""
+    fn = click.option(
+        "--log-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Also append the log to this file (the journal or console gets it anyway).",
+    )(fn)
+    fn = click.option(
+        "-q", "--quiet", count=True, help="Less logging: -q warnings and errors, -qq errors only."
+    )(fn)
+    fn = click.option("-v", "--verbose", count=True, help="More logging (debug).")(fn)
+    return fn
 
 
 model_option = click.option(
@@ -48,6 +78,19 @@ model_option = click.option(
     type=click.Path(dir_okay=False),
     default=None,
     help="ONNX model file (default: the bundled model).",
+)
+recursive_option = click.option("--recursive", "-r", is_flag=True, help="Descend into sub-folders.")
+tta_option = click.option(
+    "--tta",
+    is_flag=True,
+    help="Average the network over the 8 flip/rotate views of each image (8x slower).",
+)
+batch_size_option = click.option(
+    "--batch-size",
+    type=click.IntRange(1, 1024),
+    default=DEFAULT_BATCH,
+    show_default=True,
+    help="Images per network call.",
 )
 threads_option = click.option(
     "--threads",
@@ -96,12 +139,18 @@ def main() -> None:
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False))
 @model_option
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
-@click.option("--recursive", "-r", is_flag=True, help="Descend into sub-folders.")
-@click.option("--tta", is_flag=True, help="Average over the 8 flip/rotate views.")
 @click.option(
-    "--batch-size", type=click.IntRange(1, 1024), default=DEFAULT_BATCH, show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="table: aligned columns for a terminal; jsonl: one JSON record per line; csv: one row "
+    "per image; excel: CSV with a byte-order mark, so Excel shows accented names right.",
 )
+@recursive_option
+@tta_option
+@batch_size_option
 @threads_option
 def classify(paths, model, fmt, recursive, tta, batch_size, threads) -> None:
     """Classify image files and folders. Exit 0 if every input was classified, 1 if some failed."""
@@ -112,7 +161,8 @@ def classify(paths, model, fmt, recursive, tta, batch_size, threads) -> None:
     files = inputs.files
     if not files and not inputs.unlisted:
         raise click.UsageError("no image files found in the given paths")
-    writer = RecordWriter(sys.stdout, fmt, clf.classes)
+    names = [str(f) for f in files] + [str(f) for f, _ in inputs.unlisted]
+    writer = RecordWriter(sys.stdout, fmt, clf.classes, names=names)
     failed = 0
     for folder, reason in inputs.unlisted:  # a folder that cannot be read is an error, not skipped
         writer.write(Failure(folder, reason).to_record())
@@ -143,13 +193,19 @@ def classify(paths, model, fmt, recursive, tta, batch_size, threads) -> None:
 
 @main.command()
 @model_option
-@click.option("--json", "as_json", is_flag=True, help="All metadata as JSON.")
-def info(model, as_json) -> None:
+@click.option("--json", "as_json", is_flag=True, help="The metadata as JSON.")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="With --json: include the image guard's reference data (large).",
+)
+def info(model, as_json, full) -> None:
     """The model's description: classes, input, preprocessing, thresholds, headline metrics."""
     clf = _classifier(model, 1)
     meta = clf.meta
     if as_json:
-        click.echo(json.dumps({"file": clf.model.path, **meta.public_json()}, indent=2))
+        body = meta.to_dict() if full else meta.public_json()
+        click.echo(json.dumps({"file": str(clf.model.path), **body}, indent=2))
         return
     click.echo("\n".join(describe(meta, clf.model.path)))
 
@@ -178,9 +234,13 @@ def describe(meta, path: str) -> list[str]:
     ]
     for m in meta.metrics:
         lines.append(
-            f"test ({m.split}) n={m.n}: accuracy {m.accuracy:.4f}, macro F1 {m.macro_f1:.4f}, "
-            f"malignant sensitivity {m.malignant_sensitivity:.4f}, ECE {m.ece:.4f}"
+            f"test        {m.title}, n={m.n}: accuracy {m.accuracy:.4f}, "
+            f"macro F1 {m.macro_f1:.4f}, malignant sensitivity {m.malignant_sensitivity:.4f}, "
+            f"ECE {m.ece:.4f}"
         )
+    weakness = meta.costliest_error()
+    if weakness:
+        lines.append(f"weakness    {weakness}")
     lines.append(f"intended    {meta.intended_use}")
     return lines
 
@@ -230,9 +290,9 @@ def segment(image, output, model) -> None:
 @click.option(
     "--results",
     type=click.Path(dir_okay=False),
-    default="results.jsonl",
-    show_default=True,
-    help="Results file (.jsonl or .csv); also the ledger.",
+    required=True,
+    help="Results file (.jsonl or .csv), also the ledger of what was done; an absolute path "
+    "under a service manager.",
 )
 @click.option(
     "--done-dir",
@@ -246,7 +306,7 @@ def segment(image, output, model) -> None:
     default=None,
     help="Move files that could not be classified here.",
 )
-@click.option("--recursive", "-r", is_flag=True)
+@recursive_option
 @click.option(
     "--interval",
     type=click.FloatRange(0.05),
@@ -277,9 +337,10 @@ def segment(image, output, model) -> None:
     "counted from its last change, before recording it as an error.",
 )
 @click.option("--once", is_flag=True, help="Process what is there, then exit.")
-@click.option("--tta", is_flag=True)
+@tta_option
 @model_option
 @threads_option
+@logging_options
 def watch(
     folder,
     results,
@@ -294,14 +355,18 @@ def watch(
     tta,
     model,
     threads,
+    verbose,
+    quiet,
+    log_file,
 ) -> None:
-    """Classify every image saved into FOLDER, exactly once, until SIGINT/SIGTERM."""
+    """Classify every image saved into FOLDER, exactly once, until SIGINT/SIGTERM. One log line
+    per image (`name -> Pro 0.998 ok`) on stderr."""
     import logging
 
     from .ledger import LedgerError
     from .watch import FolderInUse, Watcher
 
-    _log_to_stderr()
+    _setup_logging(verbose, quiet, log_file)
     if once and not Path(folder).is_dir():
         raise click.UsageError(f"folder {folder} does not exist")
     clf = _classifier(model, threads, tta)
@@ -336,7 +401,13 @@ def watch(
     show_default=True,
     help="Interface to listen on (loopback: only this PC).",
 )
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    help="TCP port (0: any free port, printed at start).",
+)
 @click.option(
     "--max-upload-mb",
     type=click.FloatRange(0.1, 512),
@@ -353,7 +424,8 @@ def watch(
 )
 @model_option
 @threads_option
-def serve(host, port, max_upload_mb, idle_timeout, model, threads) -> None:
+@logging_options
+def serve(host, port, max_upload_mb, idle_timeout, model, threads, verbose, quiet, log_file):
     """A local upload page and JSON API (POST /api/classify, GET /api/model, GET /healthz)."""
 
     import signal
@@ -361,7 +433,7 @@ def serve(host, port, max_upload_mb, idle_timeout, model, threads) -> None:
 
     from .serve import is_loopback, make_server
 
-    _log_to_stderr()
+    _setup_logging(verbose, quiet, log_file)
     clf = _classifier(model, threads)
     try:
         server = make_server(clf, host, port, int(max_upload_mb * 1024 * 1024), idle_timeout)
@@ -407,9 +479,9 @@ def serve(host, port, max_upload_mb, idle_timeout, model, threads) -> None:
     help="Images to use, spread over the folder.",
 )
 @threads_option
-@click.option("--batch", type=click.IntRange(1, 1024), default=DEFAULT_BATCH, show_default=True)
+@batch_size_option
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def bench(model, images, limit, threads, batch, as_json) -> None:
+def bench(model, images, limit, threads, batch_size, as_json) -> None:
     """Cold start, latency (preprocess vs inference), throughput, peak RSS, model size."""
     from .bench import cold_start_seconds, collect_images, import_seconds, run_bench
 
@@ -418,7 +490,7 @@ def bench(model, images, limit, threads, batch, as_json) -> None:
         raise click.UsageError(f"no images under {images}")
     _classifier(model, 1)  # a bad model fails here, in one line
     click.echo(f"benchmarking on {len(files)} images ...", err=True)
-    figures = run_bench(model, files, threads, batch)
+    figures = run_bench(model, files, threads, batch_size)
     figures["import_s"] = import_seconds()
     figures["cold_start_s"] = cold_start_seconds(model, files[0])
     if as_json:

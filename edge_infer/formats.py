@@ -8,9 +8,13 @@ import json
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from .result import flat_fields, flatten, table_line
+from .result import flat_fields, flatten, table_header, table_line
 
-FORMATS = ("table", "jsonl", "csv")
+FORMATS = ("table", "jsonl", "csv", "excel")
+#: paths longer than this overflow their column instead of widening every row
+MAX_PATH_WIDTH = 120
+#: UTF-8 byte-order mark: Excel reads a CSV as UTF-8 only when it starts with one
+BOM = "\ufeff"
 
 
 def printable(text: str) -> str:
@@ -26,9 +30,14 @@ def printable(text: str) -> str:
     return "".join(out)
 
 
-def table_row(rec: dict[str, Any]) -> str:
+def path_width(names: Sequence[str]) -> int:
+    """The width of the table's path column for these inputs."""
+    return min(MAX_PATH_WIDTH, max((len(printable(n)) for n in names), default=0))
+
+
+def table_row(rec: dict[str, Any], width: int = 0) -> str:
     """A record as one terminal line, names escaped."""
-    return table_line(rec, printable)
+    return table_line(rec, printable, width)
 
 
 class RecordWriter:
@@ -38,14 +47,17 @@ class RecordWriter:
         fmt: str,
         classes: Sequence[str],
         extra_fields: Sequence[str] = (),
+        names: Sequence[str] = (),
     ) -> None:
+        """`names`: the inputs to come, when known, so the table's columns line up."""
         if fmt not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}")
         self.stream = stream
         self.fmt = fmt
         self.header_done = False
         self.fields = flat_fields(classes, extra_fields)
-        if fmt == "csv":
+        self.width = path_width(names)
+        if fmt in ("csv", "excel"):
             self.csv = csv.DictWriter(
                 stream, self.fields, extrasaction="raise", lineterminator="\n"
             )
@@ -54,13 +66,18 @@ class RecordWriter:
         if self.fmt == "jsonl":
             # ensure_ascii: U+2028/U+2029/U+0085 and lone surrogates stay escaped on one line
             self.stream.write(json.dumps(rec, ensure_ascii=True) + "\n")
-        elif self.fmt == "csv":
+        elif self.fmt in ("csv", "excel"):
             if not self.header_done:
+                if self.fmt == "excel":
+                    self.stream.write(BOM)
                 self.csv.writeheader()
                 self.header_done = True
             self.csv.writerow(flatten(rec))
         else:
-            self.stream.write(table_row(rec) + "\n")
+            if not self.header_done:
+                self.stream.write(table_header(self.width) + "\n")
+                self.header_done = True
+            self.stream.write(table_row(rec, self.width) + "\n")
         self.stream.flush()
 
     def close(self) -> None:

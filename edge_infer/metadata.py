@@ -73,6 +73,15 @@ class Guards:
     image_stats: dict[str, Any] | None = None
 
 
+#: what each split's figure means to a reader: the random split shares patients between train and
+#: test (optimistic); the pseudo-patient split holds whole look-alike groups out (the honest one)
+SPLIT_TITLES = {
+    "split": "random image split (optimistic)",
+    "group_split": "pseudo-patient split (the honest figure)",
+}
+HONEST_SPLIT = "group_split"
+
+
 @dataclass(frozen=True)
 class SplitMetrics:
     """Headline test figures of one split (the random image split, or pseudo-patient groups)."""
@@ -85,6 +94,12 @@ class SplitMetrics:
     benign_specificity: float
     ece: float
     per_class_recall: dict[str, float] = field(default_factory=dict)
+    #: test confusion matrix: rows the true class, columns the prediction, in the model's order
+    confusion: tuple[tuple[int, ...], ...] = ()
+
+    @property
+    def title(self) -> str:
+        return SPLIT_TITLES.get(self.split, self.split)
 
 
 @dataclass(frozen=True)
@@ -114,6 +129,29 @@ class ModelMetadata:
     def is_malignant(self, name: str) -> bool:
         return next((c.malignant for c in self.classes if c.name == name), False)
 
+    def costliest_error(self) -> str | None:
+        """The most frequent malignant-called-benign confusion on the honest split (else the
+        first with a confusion matrix), in one sentence; None when there is none to report."""
+        with_cm = [m for m in self.metrics if m.confusion]
+        if not with_cm:
+            return None
+        m = next((x for x in with_cm if x.split == HONEST_SPLIT), with_cm[0])
+        cls = self.classes
+        pairs = [
+            (m.confusion[t][p], t, p)
+            for t in range(len(cls))
+            for p in range(len(cls))
+            if cls[t].malignant and not cls[p].malignant
+        ]
+        n, t, p = max(pairs, default=(0, 0, 0))
+        if n == 0:
+            return None
+        malignant = sum(sum(m.confusion[i]) for i in range(len(cls)) if cls[i].malignant)
+        return (
+            f"The costly error left is {cls[t].display} called {cls[p].display}: {n} of "
+            f"{malignant} malignant test images on the {SPLIT_TITLES.get(m.split, m.split)}."
+        )
+
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -133,6 +171,9 @@ class ModelMetadata:
             d["guards"]["image_stats"] = {
                 k: v for k, v in stats.items() if k not in ("reference", "whiten", "mean")
             }
+        for m, out in zip(self.metrics, d["metrics"], strict=True):
+            out["title"] = m.title
+        d["known_weakness"] = self.costliest_error()
         d[SCHEMA_KEY] = SCHEMA_VERSION
         return d
 
@@ -164,7 +205,12 @@ class ModelMetadata:
                 uncertain_below=float(raw["uncertain_below"]),
                 guards=Guards(**raw["guards"]),
                 parameters=int(raw.get("parameters", 0)),
-                metrics=tuple(SplitMetrics(**m) for m in raw.get("metrics", ())),
+                metrics=tuple(
+                    SplitMetrics(
+                        **{**m, "confusion": tuple(tuple(r) for r in m.get("confusion", ()))}
+                    )
+                    for m in raw.get("metrics", ())
+                ),
                 provenance=dict(raw.get("provenance", {})),
                 dataset=str(raw.get("dataset", DATASET)),
                 intended_use=str(raw.get("intended_use", INTENDED_USE)),

@@ -114,15 +114,37 @@ def flat_fields(classes: Sequence[str], extra: Sequence[str] = ()) -> tuple[str,
     return tuple(out)
 
 
-def table_line(rec: Mapping[str, Any], printable=str) -> str:
+#: the table's column titles, in order
+TABLE_COLUMNS = ("image", "verdict", "conf.", "note")
+VERDICT_WIDTH = 14
+
+
+def table_line(rec: Mapping[str, Any], printable=str, path_width: int = 0) -> str:
     """`path  verdict  confidence  headline`, readable in a terminal; a result that must not be
-    used shows its verdict and headline only, never a class or a confidence."""
-    path = printable(str(rec[PATH]))
+    used shows its verdict and headline only, never a class or a confidence. Paths are padded
+    to `path_width` so the columns line up."""
+    path = printable(str(rec[PATH])).ljust(path_width)
     if rec[STATUS] == Status.ERROR.value:
-        return f"{path}  {rec[VERDICT]:<14}  {'-':>5}  {printable(rec[HEADLINE])}"
+        return f"{path}  {rec[VERDICT]:<{VERDICT_WIDTH}}  {'-':>5}  {printable(rec[HEADLINE])}"
     conf = "-" if rec[LABEL] is None else f"{rec[CONFIDENCE]:.3f}"
     note = "" if rec[STATUS] == Status.OK.value else printable(rec[HEADLINE])
-    return f"{path}  {rec[VERDICT]:<14}  {conf:>5}  {note}".rstrip()
+    return f"{path}  {rec[VERDICT]:<{VERDICT_WIDTH}}  {conf:>5}  {note}".rstrip()
+
+
+def table_header(path_width: int = 0) -> str:
+    image, verdict_, conf, note = TABLE_COLUMNS
+    return f"{image:<{path_width}}  {verdict_:<{VERDICT_WIDTH}}  {conf:>5}  {note}"
+
+
+def log_line(rec: Mapping[str, Any], printable=str) -> str:
+    """One log line per image (`name -> Pro 0.998 ok`); like the table, a result that must
+    not be used shows no class and no confidence."""
+    path = printable(str(rec[PATH]))
+    status = rec[STATUS]
+    if status == Status.OK.value:
+        return f"{path} -> {rec[LABEL]} {rec[CONFIDENCE]:.3f} {status}"
+    conf = "" if rec[LABEL] is None else f" {rec[CONFIDENCE]:.3f}"
+    return f"{path} -> {rec[VERDICT]}{conf}: {printable(rec[HEADLINE])}"
 
 
 def vocabulary() -> dict[str, Any]:
@@ -195,7 +217,8 @@ class Prediction:
         )
         return dict(zip(RECORD_FIELDS, values, strict=True))
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
+        """The record as plain JSON-safe values (`json.dumps(p.to_dict())` works)."""
         return self.to_record()
 
 
@@ -226,7 +249,8 @@ class Failure:
             RECORD_FIELDS[-1]: RECORD_SCHEMA,
         }
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
+        """The record as plain JSON-safe values."""
         return self.to_record()
 
 

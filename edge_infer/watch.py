@@ -33,11 +33,12 @@ from typing import NamedTuple
 
 from .classifier import DEFAULT_BATCH, Classifier
 from .fileops import LockHeld, ReadRefused, durable_move, lock_exclusive, read_limited
+from .formats import printable
 from .imageformat import IMAGE_SUFFIXES, SIGNATURE_BYTES, detect
 from .inputs import is_hidden_or_temporary
 from .ledger import Key, LedgerInUse, ResultsLedger
 from .preprocess import MAX_FILE_BYTES, incomplete_reason
-from .result import Failure
+from .result import Failure, log_line
 
 log = logging.getLogger("edge_infer.watch")
 
@@ -321,10 +322,10 @@ class Watcher:
         self._tracked.pop(key[0], None)
         if outcome.ok:
             self.stats.classified += 1
-            log.info("%s: %s", key[0], outcome.headline)
+            log.info("%s", log_line(record, printable))
         else:
             self.stats.failed += 1
-            log.warning("%s: %s", key[0], outcome.error)
+            log.warning("%s", log_line(record, printable))
         if dest is not None:
             self._finish_move(key[0], dest)
         return True

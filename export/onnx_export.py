@@ -99,6 +99,7 @@ def split_metrics(metrics: dict) -> SplitMetrics:
         benign_specificity=float(test["benign_specificity"]),
         ece=float(metrics["calibration"]["test_ece_after"]),
         per_class_recall={k: float(v["recall"]) for k, v in test["per_class"].items()},
+        confusion=tuple(tuple(int(x) for x in row) for row in test.get("confusion_matrix", ())),
     )
 
 

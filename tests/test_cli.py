@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -62,13 +63,27 @@ def test_classify_all_good_exits_0_and_matches_api(tiny_onnx, sample_images):
         assert float(row["image_score"]) == pytest.approx(p.image_score, abs=1e-4)
 
 
-def test_classify_table_is_readable(tiny_onnx, sample_images):
-    r = cli("classify", str(sample_images[0]), "--model", str(tiny_onnx))
+def test_classify_table_is_readable(tiny_onnx, sample_images, tmp_path):
+    short = tmp_path / "a.jpg"
+    short.write_bytes(sample_images[0].read_bytes())
+    files = [str(short), *map(str, sample_images[:3])]
+    r = cli("classify", *files, "--model", str(tiny_onnx))
     assert r.returncode == 0
-    line = r.stdout.strip()
-    assert line.startswith(str(sample_images[0])) and any(
-        c in line for c in ("Benign", "Early", "Pre", "Pro")
-    )
+    header, *rows = r.stdout.splitlines()
+    assert header.split() == ["image", "verdict", "conf.", "note"]
+    assert [row.split()[0] for row in rows] == files
+    # the verdict column starts at the same place on every row, under its title
+    col = header.index("verdict")
+    assert all(row[col - 2 : col] == "  " and row[col] != " " for row in rows)
+    assert all(row.split()[1] in ("Benign", "Early", "Pre", "Pro", "uncertain") for row in rows)
+    # the end summary goes to stderr, by status
+    assert re.search(r"4 images: .*\d+ (ok|uncertain)", r.stderr)
+
+
+def test_excel_format_is_csv_with_a_byte_order_mark(tiny_onnx, sample_images):
+    r = cli("classify", str(sample_images[0]), "--model", str(tiny_onnx), "--format", "excel")
+    assert r.returncode == 0 and r.stdout.startswith("\ufeffpath,verdict,")
+    assert r.stdout.count("\n") == 2
 
 
 def test_usage_errors_exit_2(tiny_onnx, tmp_path):

@@ -152,3 +152,30 @@ def test_watch_once_moves_files_and_reclassifies_a_replaced_file(tmp_path, data,
     r = once()
     assert r.returncode == 0, r.stderr
     assert len(results.read_text().splitlines()) == 1 + 5
+
+
+def test_watch_logs_one_line_per_image_quiet_and_log_file(tmp_path, data, tiny_onnx):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    imgs = sorted((data / "Original" / "Pro").glob("*.jpg"))[:2]
+    for s in imgs:
+        (folder / s.name).write_bytes(s.read_bytes())
+    (folder / "bad.jpg").write_text("nope")
+    fast = ("--once", "--settle", "0.2", "--interval", "0.1", "--model", tiny_onnx)
+    log = tmp_path / "watch.log"
+    r = run_cli("watch", folder, "--results", tmp_path / "r.jsonl", "--log-file", log, *fast)
+    assert r.returncode == 0, r.stderr
+    for s in imgs:  # `name -> Pro 0.998 ok`, or the verdict and headline when not ok
+        assert f"{folder / s.name} -> " in r.stderr
+    assert f"{folder / 'bad.jpg'} -> error: Could not classify" in r.stderr
+    assert log.read_text() == r.stderr  # the same lines in the log file
+    # -q: warnings and errors only (the unreadable file), no line per classified image
+    for s in imgs:
+        (folder / ("again-" + s.name)).write_bytes(s.read_bytes())
+    q = run_cli("watch", folder, "--results", tmp_path / "r.jsonl", "-q", *fast)
+    assert q.returncode == 0 and "again-" not in q.stderr and " INFO " not in q.stderr
+
+
+def test_watch_once_on_a_missing_folder_fails_fast(tmp_path, tiny_onnx):
+    r = run_cli("watch", tmp_path / "nope", "--once", "--results", tmp_path / "r.jsonl", timeout=60)
+    assert r.returncode == 2 and "does not exist" in r.stderr

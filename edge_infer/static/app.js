@@ -94,11 +94,12 @@ drop.addEventListener("drop", (e) => {
 
 modelReady.then((m) => {
   const figures = (m.metrics || []).map((x) =>
-    `${x.split === "group_split" ? "pseudo-patient split" : "random image split"} (n=${x.n}): ` +
+    `${x.title} (n=${x.n}): ` +
     `accuracy ${pct(x.accuracy)}, malignant sensitivity ${pct(x.malignant_sensitivity)}`);
   document.getElementById("model-line").textContent =
     `Model ${m.version}. Test figures on held-out images of the public ALL dataset ` +
     `(Aria et al. 2021): ${figures.join("; ") || "n/a"}. ` +
+    (m.known_weakness ? `${m.known_weakness} ` : "") +
     `Results below ${pct(m.uncertain_below)} confidence are marked uncertain.`;
 }).catch(() => {
   document.getElementById("model-line").textContent = "Model information unavailable.";
