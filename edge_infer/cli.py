@@ -422,10 +422,18 @@ def watch(
     show_default=True,
     help="Seconds after which an idle or stalled connection is closed.",
 )
+@click.option(
+    "--site-report",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A report from `edge-infer check-site`: the page shows its verdict and links to it.",
+)
 @model_option
 @threads_option
 @logging_options
-def serve(host, port, max_upload_mb, idle_timeout, model, threads, verbose, quiet, log_file):
+def serve(
+    host, port, max_upload_mb, idle_timeout, site_report, model, threads, verbose, quiet, log_file
+):
     """A local upload page and JSON API (POST /api/classify, GET /api/model, GET /healthz)."""
 
     import signal
@@ -436,7 +444,14 @@ def serve(host, port, max_upload_mb, idle_timeout, model, threads, verbose, quie
     _setup_logging(verbose, quiet, log_file)
     clf = _classifier(model, threads)
     try:
-        server = make_server(clf, host, port, int(max_upload_mb * 1024 * 1024), idle_timeout)
+        server = make_server(
+            clf,
+            host,
+            port,
+            int(max_upload_mb * 1024 * 1024),
+            idle_timeout,
+            Path(site_report) if site_report else None,
+        )
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     h, p = server.server_address[:2]
@@ -461,6 +476,73 @@ def serve(host, port, max_upload_mb, idle_timeout, model, threads, verbose, quie
     finally:
         server.server_close()
         click.echo("stopped", err=True)
+
+
+class SiteRefused(click.ClickException):
+    """A folder that cannot be checked: one line, exit 2 (the verdicts use 0, 3 and 4)."""
+
+    exit_code = 2
+
+
+@main.command("check-site")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--labelled",
+    is_flag=True,
+    help="Sub-folders named after the model's classes hold images whose diagnosis the lab "
+    "has confirmed: also report accuracy, sensitivity and the confusion matrix.",
+)
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False),
+    default="site-check.html",
+    show_default=True,
+    help="The self-contained HTML report to write.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the figures as JSON here.",
+)
+@model_option
+@threads_option
+def check_site_command(folder, labelled, report, json_path, model, threads) -> None:
+    """Before relying on the model at a new site: does it fit this lab's microscope?
+
+    Classifies FOLDER (at least 30 of the lab's own images) with the model as it is, compares
+    their lamp, white balance, stain, focus, cell size and resolution with the training images,
+    and says: fits (exit 0), fits but check (3), or does not fit (4), with what to change."""
+    from .site_check import VERDICT_WORDS, SiteCheckError, check_site, site_images
+    from .site_report import render
+
+    clf = _classifier(model, threads)
+    try:
+        total = len(site_images(Path(folder), clf.classes, labelled))
+    except SiteCheckError as exc:
+        raise SiteRefused(str(exc)) from None
+    show = sys.stderr.isatty() and total >= 20
+    bar = click.progressbar(length=total, label="checking", file=sys.stderr)
+    try:
+        with bar if show else contextlib.nullcontext():
+            result = check_site(clf, Path(folder), labelled, progress=bar.update if show else None)
+    except SiteCheckError as exc:
+        raise SiteRefused(str(exc)) from None
+    html = render(result)
+    try:
+        Path(report).write_text(html, encoding="utf-8")
+        if json_path:
+            Path(json_path).write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+    except OSError as exc:
+        raise SiteRefused(f"cannot write the report: {exc.strerror or exc}") from None
+    click.echo(VERDICT_WORDS[result.verdict])
+    for f in result.findings:
+        click.echo(f"- {f.topic}: {f.measured}\n  -> {f.fix}")
+    for note in result.notes:
+        click.echo(f"  ({note})")
+    click.echo(f"report: {report}" + (f", figures: {json_path}" if json_path else ""), err=True)
+    sys.exit(result.exit_code)
 
 
 @main.command()

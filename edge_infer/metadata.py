@@ -80,6 +80,8 @@ SPLIT_TITLES = {
     "group_split": "pseudo-patient split (the honest figure)",
 }
 HONEST_SPLIT = "group_split"
+#: the site reference's percentiles shown by `info --json` and /api/model
+SUMMARY_PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,8 @@ class ModelMetadata:
     #: the shipped model's test figures, then the same recipe on other splits (honest figures)
     metrics: tuple[SplitMetrics, ...] = ()
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: the training images' acquisition statistics (edge_infer.site_stats.reference_from)
+    site_reference: dict[str, Any] | None = None
     dataset: str = DATASET
     intended_use: str = INTENDED_USE
 
@@ -173,6 +177,15 @@ class ModelMetadata:
             }
         for m, out in zip(self.metrics, d["metrics"], strict=True):
             out["title"] = m.title
+        if self.site_reference:  # a few percentiles, not the whole quantile grid
+            d["site_reference"] = {
+                "n": self.site_reference["n"],
+                "percentiles": list(SUMMARY_PERCENTILES),
+                "stats": {
+                    k: [v["quantiles"][p] for p in SUMMARY_PERCENTILES] if v["quantiles"] else []
+                    for k, v in self.site_reference["stats"].items()
+                },
+            }
         d["known_weakness"] = self.costliest_error()
         d[SCHEMA_KEY] = SCHEMA_VERSION
         return d
@@ -212,6 +225,7 @@ class ModelMetadata:
                     for m in raw.get("metrics", ())
                 ),
                 provenance=dict(raw.get("provenance", {})),
+                site_reference=raw.get("site_reference"),
                 dataset=str(raw.get("dataset", DATASET)),
                 intended_use=str(raw.get("intended_use", INTENDED_USE)),
             )

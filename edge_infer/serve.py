@@ -29,6 +29,7 @@ import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import cv2
@@ -57,6 +58,8 @@ STATIC = {
 }
 API_CLASSIFY = "/api/classify"
 API_MODEL = "/api/model"
+API_SITE_CHECK = "/api/site-check"
+SITE_CHECK_PAGE = "/site-check"
 HEALTH = "/healthz"
 
 
@@ -253,6 +256,8 @@ class Handler(BaseHTTPRequestHandler):
             elif path == API_MODEL:
                 # public_json: no file path, no bulky guard reference set
                 self._json(200, {**self.classifier.meta.public_json(), **vocabulary()})
+            elif path in (API_SITE_CHECK, SITE_CHECK_PAGE):
+                self._site_check(path)
             elif path == API_CLASSIFY:
                 self._error(
                     HTTPStatus.METHOD_NOT_ALLOWED, "use POST with an image", [("Allow", "POST")]
@@ -266,6 +271,31 @@ class Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {type(exc).__name__}")
 
     do_HEAD = do_GET
+
+    def _site_check(self, path: str) -> None:
+        """The site-check report given with --site-report: its verdict as JSON, or the page."""
+        from .site_check import VERDICT_WORDS
+        from .site_report import verdict_of
+
+        report = self.site_report
+        try:
+            html = report.read_text(encoding="utf-8") if report else None
+        except OSError:
+            html = None
+        verdict = verdict_of(html) if html else None
+        if verdict is None:
+            self._error(HTTPStatus.NOT_FOUND, "no site check report (edge-infer check-site)")
+        elif path == SITE_CHECK_PAGE:
+            self._send(200, html.encode("utf-8"), "text/html; charset=utf-8")
+        else:
+            self._json(
+                200,
+                {
+                    "site_verdict": verdict.value,
+                    "verdict_words": VERDICT_WORDS[verdict],
+                    "url": SITE_CHECK_PAGE,
+                },
+            )
 
     def _not_allowed(self) -> None:
         self._error(HTTPStatus.METHOD_NOT_ALLOWED, f"{self.command} is not supported")
@@ -380,6 +410,7 @@ def make_server(
     port: int = 8000,
     max_body: int = MAX_BODY_BYTES,
     idle_timeout: float = SOCKET_TIMEOUT_S,
+    site_report: Path | None = None,
 ) -> ThreadingHTTPServer:
     handler = type(
         "BoundHandler",
@@ -390,6 +421,7 @@ def make_server(
             "timeout": idle_timeout,
             "decode_slots": threading.BoundedSemaphore(MAX_DECODES),
             "counters": Counters(),
+            "site_report": site_report,
         },
     )
     if ":" in host:

@@ -109,9 +109,11 @@ def metadata_for(
     uncertain_below: float,
     guards: dict | None,
     other_runs: list[dict] = (),
+    site_reference: dict | None = None,
 ) -> ModelMetadata:
     """Everything the runtime (or any ONNX tool) needs. The guards are copied unchanged from
-    the run's guards.json (train.guard owns the thresholds)."""
+    the run's guards.json (train.guard owns the thresholds), the site reference from its
+    site_reference.json (train.site_reference)."""
     spec = PreprocessSpec.from_json(metrics["preprocess"])
     by_name = {c.name: c for c in ALL_PBS_CLASSES}
     return ModelMetadata(
@@ -130,6 +132,7 @@ def metadata_for(
         else Guards(None),
         parameters=int(metrics["model"]["parameters"]),
         metrics=(split_metrics(metrics), *(split_metrics(m) for m in other_runs)),
+        site_reference=site_reference,
         provenance={
             "manifest_sha256": metrics["manifest_sha256"],
             "versions": metrics["versions"],

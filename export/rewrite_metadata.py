@@ -12,6 +12,7 @@ import onnx
 
 from edge_infer.metadata import SCHEMA_KEY, ModelMetadata
 from train.guard import GUARDS_FILE
+from train.site_reference import read_site_reference
 
 from .onnx_export import metadata_for, write_metadata
 
@@ -33,7 +34,9 @@ def main(argv: list[str] | None = None) -> ModelMetadata:
     else:
         old_uncertain = metrics["uncertainty"]["threshold"]
     others = [json.loads((r / "metrics.json").read_text()) for r in args.also_run]
-    meta = metadata_for(metrics, version, old_uncertain, guards, others)
+    meta = metadata_for(
+        metrics, version, old_uncertain, guards, others, read_site_reference(args.run)
+    )
     write_metadata(proto, meta)
     onnx.save(proto, str(args.model))
     print(f"{args.model}: metadata schema rewritten from {args.run} (version {version})")

@@ -158,3 +158,48 @@ def test_another_site_in_the_browser_cannot_use_the_server(browser, page_url, tm
     after = health()
     assert after["refused"] == before["refused"] + 1
     assert after["classified"] == before["classified"]
+
+
+def test_site_check_report_is_offline_and_linked_from_the_page(browser, tmp_path, data):
+    """The report opens with no request to anywhere and shows its verdict first; a server
+    given it shows the verdict in the page's footer and links to it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.conftest import run_cli
+    from train import acquisition as acq
+
+    site = tmp_path / "site"
+    site.mkdir()
+    for c in ("Benign", "Early", "Pre", "Pro"):
+        for src in sorted((data / "Original" / c).glob("*.jpg"))[40:50]:
+            cv2.imwrite(str(site / (src.stem + ".png")), acq.brightness(cv2.imread(str(src)), 0.85))
+    report = tmp_path / "site-check.html"
+    r = run_cli("check-site", site, "--report", report)
+    assert r.returncode in (0, 3, 4) and report.exists(), r.stderr
+    browser.get(report.as_uri())
+    verdict = browser.find_element(By.ID, "verdict")
+    words = verdict.text
+    assert words.split(":")[0] in ("Fits", "Fits, but check", "Does not fit")
+    assert verdict.location["y"] < 200  # the verdict comes first
+    requests = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+    )
+    assert [u for u in requests if not u.startswith("data:")] == []
+    SHOTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(SHOTS / "site-check.png"))
+
+    proc = start_cli("serve", "--port", "0", "--site-report", report)
+    try:
+        url = re.search(r"(http://[\d.]+:\d+/)", proc.stderr.readline()).group(1)
+        browser.get(url)
+        link = WebDriverWait(browser, 20).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, "#site-check a")
+        )[0]
+        assert link.text == words
+        link.click()
+        WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.ID, "verdict"))
+        assert browser.find_element(By.ID, "verdict").text == words
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -116,3 +116,21 @@ def test_golden_outputs_of_the_shipped_model(data):
             assert p.probabilities[cls] == pytest.approx(prob, abs=1e-4)
         assert p.ood_score == pytest.approx(g["ood_score"], rel=1e-4, abs=1e-2)
         assert p.image_score == pytest.approx(g["image_score"], rel=1e-4, abs=1e-3)
+
+
+def test_site_reference_is_what_the_runtime_measures_on_the_training_images(data):
+    """The bundled model's check-site reference equals the runtime's statistics of the
+    training split, recomputed now (a changed statistic without a re-written reference would
+    compare a lab against the wrong numbers)."""
+    from edge_infer.site_stats import SITE_STAT_KEYS, reference_from, site_statistics
+
+    meta = Classifier().meta
+    records = select(read_manifest(), "train", "split")
+    stats = np.array([site_statistics(load_image(data / r.path), meta.preprocess) for r in records])
+    fresh = reference_from(stats)
+    bundled = meta.site_reference
+    assert bundled["n"] == fresh["n"] == len(records)
+    for key in SITE_STAT_KEYS:
+        assert np.allclose(
+            bundled["stats"][key]["quantiles"], fresh["stats"][key]["quantiles"], atol=1e-4
+        ), key

@@ -356,6 +356,10 @@ def main(argv: list[str] | None = None) -> dict:
     guards = fit_guards(out, args.data, acquisition=args.acquisition, limit=args.limit)
     metrics["guards"] = guards["rates"]
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    # what `edge-infer check-site` compares a lab's images with
+    from .site_reference import fit_site_reference
+
+    fit_site_reference(out, args.data, limit=args.limit)
     print(
         f"test accuracy {report['accuracy']:.4f}  macro F1 {report['macro_f1']:.4f}  "
         f"malignant sensitivity {report['malignant_sensitivity']:.4f}  "

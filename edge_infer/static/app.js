@@ -104,3 +104,16 @@ modelReady.then((m) => {
 }).catch(() => {
   document.getElementById("model-line").textContent = "Model information unavailable.";
 });
+
+// the site check given to the server (edge-infer serve --site-report), if any
+fetch("/api/site-check").then((r) => (r.ok ? r.json() : null)).then((s) => {
+  if (!s) return;
+  const p = document.createElement("p");
+  p.id = "site-check";
+  p.append("Site check for this microscope: ");
+  const a = document.createElement("a");
+  a.href = s.url;
+  a.textContent = s.verdict_words;
+  p.append(a);
+  document.getElementById("footer").append(p);
+}).catch(() => {});

@@ -21,13 +21,20 @@ def test_every_option_has_help():
     assert not missing, f"options without help: {missing}"
 
 
+#: the same flag, on purpose, for a different value: check-site's --json names the file to
+#: write (issue 17's interface), info's and bench's print JSON instead of text
+SAME_FLAG_OTHER_VALUE = {("check-site", "--json")}
+
+
 def test_one_name_per_concept():
     """An option spelled the same way means the same thing in every command."""
     seen: dict[str, str] = {}
-    for cmd in commands().values():
+    for name, cmd in commands().items():
         for opt in cmd.params:
             if isinstance(opt, click.Option):
                 for flag in opt.opts:
+                    if (name, flag) in SAME_FLAG_OTHER_VALUE:
+                        continue
                     seen.setdefault(flag, opt.name)
                     assert seen[flag] == opt.name, flag
     assert "--batch" not in seen and "--batch-size" in seen
