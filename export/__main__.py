@@ -65,9 +65,7 @@ def convert_and_describe(args: argparse.Namespace):
     if guards is None:
         step(f"no {guard_file}: the model has no guard thresholds (python -m train.guard)")
     others = [json.loads((r / "metrics.json").read_text()) for r in args.also_run]
-    meta = metadata_for(
-        metrics, version, threshold, guards, others, read_site_reference(args.run)
-    )
+    meta = metadata_for(metrics, version, threshold, guards, others, read_site_reference(args.run))
     step("converting with tf2onnx")
     proto = convert(export_model, meta.preprocess.input_size)
     write_metadata(proto, meta)
