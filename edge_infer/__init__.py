@@ -3,8 +3,13 @@
 Needs only numpy, OpenCV, onnxruntime and click; never TensorFlow.
 """
 
-from .classifier import Classifier, Failure, Prediction
-from .errors import EdgeInferError, ImageError, ModelError
+from . import warmup
+
+warmup.limit_blas_threads()
+warmup.start()
+
+from .classifier import Classifier, Failure, Prediction  # noqa: E402
+from .errors import EdgeInferError, ImageError, ModelError  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [

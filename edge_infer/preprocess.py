@@ -285,8 +285,21 @@ def stained_mask(bgr: np.ndarray, spec: PreprocessSpec | None = None) -> np.ndar
 
 
 def cell_fraction(bgr: np.ndarray, spec: PreprocessSpec | None = None) -> float:
-    """Share of the image that is violet-magenta stained (nuclei/cytoplasm of white cells)."""
-    return float(stained_mask(bgr, spec).mean())
+    """Share of the image that is violet-magenta stained (nuclei/cytoplasm of white cells):
+    the same value as `stained_mask(...).mean()`, summed from the connected components'
+    areas instead of building the cleaned mask (it runs for every image)."""
+    spec = spec or PreprocessSpec()
+    hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV)
+    lo = (spec.cell_hue_min, spec.cell_sat_min, spec.val_min)
+    m = cv2.inRange(hsv, lo, (spec.cell_hue_max, 255, 255))
+    if spec.open_kernel > 1:
+        m = cv2.morphologyEx(m, cv2.MORPH_OPEN, np.ones((spec.open_kernel,) * 2, np.uint8))
+    n_px = m.shape[0] * m.shape[1]
+    if spec.min_component_px <= 1:
+        return cv2.countNonZero(m) / n_px
+    _, _, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(m, 8, cv2.CV_32S, cv2.CCL_BBDT)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    return float(areas[areas >= spec.min_component_px].sum() / n_px)
 
 
 def overlay(

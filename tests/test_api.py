@@ -130,3 +130,29 @@ def test_random_bytes_give_a_result_or_our_error(clf, data):
 def test_random_arrays_give_a_result_or_our_error(clf, arr):
     with contextlib.suppress(ImageError):
         assert isinstance(clf.predict(arr), Prediction)
+
+
+def test_pipelined_iter_predict_is_lazy_ordered_and_equal_to_one_by_one(tiny_onnx, sample_images):
+    """Decoding and preprocessing run ahead of inference on worker threads, but only a bounded
+    window ahead; results come back in input order and equal one-at-a-time predictions."""
+    clf = Classifier(tiny_onnx, threads=1, workers=2)
+    inputs = [*sample_images, b"not an image", *sample_images]
+    pulled = []
+
+    def source():
+        for i, item in enumerate(inputs):
+            pulled.append(i)
+            yield item
+
+    stream = clf.iter_predict(source(), batch_size=4)
+    first = next(iter(stream))
+    window = 4 * clf.prefetch_batches
+    assert len(pulled) <= window + 4, "the input is read a bounded window ahead"
+    rest = [first, *stream]
+    assert [o.source for o in rest][:3] == [str(p) for p in sample_images[:3]]
+    assert isinstance(rest[len(sample_images)], Failure)
+    one_by_one = [clf.predict(p) for p in sample_images]
+    for got, want in zip(rest[: len(sample_images)], one_by_one, strict=True):
+        assert got.status is want.status and got.raw_label == want.raw_label
+        assert got.confidence == pytest.approx(want.confidence, abs=1e-6)
+        assert got.image_score == pytest.approx(want.image_score, rel=1e-9)

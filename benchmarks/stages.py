@@ -1,0 +1,183 @@
+"""Per-image cost of every stage of `edge-infer classify`, on one thread, then what two cores
+allow and how much of it the real command reaches, all in one run (ratios, not absolutes).
+
+    python benchmarks/stages.py --images ../shared/data/all-pbs/Original --limit 1000
+
+Stages are timed one image at a time with OpenCV and onnxruntime on one thread; the limit
+assumes perfect overlap: cores / (sum of stage costs), and, for a real run of N images in a
+new process, N / (cold start + N * sum / cores). `classify` is then run as a new process on
+all usable cores and under `taskset -c 0`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from edge_infer.bench import cold_start_seconds, collect_images  # noqa: E402
+from edge_infer.classifier import Classifier  # noqa: E402
+from edge_infer.formats import RecordWriter  # noqa: E402
+from edge_infer.guard import guard_statistics  # noqa: E402
+from edge_infer.preprocess import (  # noqa: E402
+    _INTERPOLATIONS,
+    cell_fraction,
+    decode_image,
+    normalise_acquisition,
+    reduce_to_working_size,
+    to_tensor,
+)
+
+
+def stage_costs(files: list[str], batch: int = 8) -> dict[str, float]:
+    """Median-free totals: each stage's summed time over all images / images, in ms."""
+    cv2.setNumThreads(1)
+    clf = Classifier(threads=1, workers=1)
+    spec, guard = clf.meta.preprocess, clf.model.image_guard
+    size = (spec.input_size, spec.input_size)
+    interp = _INTERPOLATIONS[spec.interpolation]
+    # warm-up: OpenCV tables, onnxruntime kernels
+    warm = decode_image(Path(files[0]).read_bytes())
+    clf.predict_arrays([warm] * batch, ["w"] * batch)
+    t = dict.fromkeys(
+        (
+            "read",
+            "decode",
+            "resize",
+            "normalise",
+            "guard_stats",
+            "guard_score",
+            "cell_check",
+            "to_tensor",
+            "inference",
+            "decide_and_write",
+        ),
+        0.0,
+    )
+    tensors, cells, scores, names = [], [], [], []
+    writer = RecordWriter(open(os.devnull, "w"), "jsonl", clf.classes)  # noqa: SIM115
+    clock = time.perf_counter
+
+    def run_batch():
+        a = clock()
+        out = clf.model.run(np.stack(tensors))
+        b = clock()
+        probs = out["probabilities"]
+        ood = out["ood_score"].reshape(-1)
+        for i in range(len(tensors)):
+            writer.write(
+                clf._decide(names[i], probs[i], float(ood[i]), cells[i], scores[i]).to_record()
+            )
+        c = clock()
+        t["inference"] += b - a
+        t["decide_and_write"] += c - b
+        tensors.clear(), cells.clear(), scores.clear(), names.clear()
+
+    for path in files:
+        s0 = clock()
+        data = Path(path).read_bytes()
+        s1 = clock()
+        bgr = reduce_to_working_size(decode_image(data, path))
+        s2 = clock()
+        small = bgr if bgr.shape[:2] == size else cv2.resize(bgr, size, interpolation=interp)
+        s3 = clock()
+        small = normalise_acquisition(small, spec)
+        s4 = clock()
+        stats = guard_statistics(bgr, small, spec, guard.size)
+        s5 = clock()
+        score = guard.score(stats)
+        s6 = clock()
+        cell = cell_fraction(bgr, spec)
+        s7 = clock()
+        tensors.append(to_tensor(small, spec))
+        s8 = clock()
+        cells.append(cell), scores.append(score), names.append(path)
+        for key, (a, b) in zip(
+            (
+                "read",
+                "decode",
+                "resize",
+                "normalise",
+                "guard_stats",
+                "guard_score",
+                "cell_check",
+                "to_tensor",
+            ),
+            ((s0, s1), (s1, s2), (s2, s3), (s3, s4), (s4, s5), (s5, s6), (s6, s7), (s7, s8)),
+            strict=True,
+        ):
+            t[key] += b - a
+        if len(tensors) == batch:
+            run_batch()
+    if tensors:
+        run_batch()
+    return {k: v / len(files) * 1000 for k, v in t.items()}
+
+
+def run_classify(files_dir: Path, n: int, cpus: str | None) -> float:
+    """Images per second of `edge-infer classify DIR --format jsonl` in a new process."""
+    cmd = [sys.executable, "-m", "edge_infer", "classify", str(files_dir), "--format", "jsonl"]
+    if cpus is not None:
+        cmd = ["taskset", "-c", cpus, *cmd]
+    t = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - t
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(r.stdout.splitlines()) == n
+    return n / wall
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--images", type=Path, required=True)
+    ap.add_argument("--limit", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=3, help="classify runs per setting (median)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "stages.json")
+    args = ap.parse_args()
+    files = collect_images(args.images, args.limit)
+    folder = Path("/tmp/edge-infer-stages")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    for i, f in enumerate(files):  # one flat folder, as a camera writes
+        shutil.copy(f, folder / f"{i:05d}-{Path(f).name}")
+    costs = stage_costs([str(p) for p in sorted(folder.iterdir())])
+    per_image = sum(costs.values())
+    cores = len(os.sched_getaffinity(0))
+    cold = cold_start_seconds(None, str(files[0]))
+    limit_steady = cores * 1000 / per_image
+    limit_run = len(files) / (cold + len(files) * per_image / 1000 / cores)
+    multi = sorted(run_classify(folder, len(files), None) for _ in range(args.rounds))
+    single = sorted(run_classify(folder, len(files), "0") for _ in range(args.rounds))
+    mid = args.rounds // 2
+    result = {
+        "images": len(files),
+        "cores": cores,
+        "stage_ms": {k: round(v, 4) for k, v in costs.items()},
+        "per_image_ms": round(per_image, 4),
+        "guards_ms": round(costs["guard_stats"] + costs["guard_score"] + costs["cell_check"], 4),
+        "cold_start_s": round(cold, 4),
+        "limit_steady_per_s": round(limit_steady, 1),
+        "limit_run_per_s": round(limit_run, 1),
+        "classify_per_s": [round(x, 1) for x in multi],
+        "classify_1core_per_s": [round(x, 1) for x in single],
+        "share_of_limit": round(multi[mid] / limit_run, 3),
+        "cores_speedup": round(multi[mid] / single[mid], 3),
+    }
+    args.out.write_text(json.dumps(result, indent=2))
+    for k, v in result.items():
+        print(f"{k:22s} {v}")
+
+
+if __name__ == "__main__":
+    main()
