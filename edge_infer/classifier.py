@@ -57,8 +57,10 @@ class Classifier:
         threads: int | None = None,
         tta: bool = False,
         workers: int | None = None,
+        latency: bool = False,
     ) -> None:
-        self.model = OnnxModel(model, threads)
+        """`latency`: tune for one image at a time (the server) rather than for batches."""
+        self.model = OnnxModel(model, threads, spin_during_run=latency)
         self.tta = tta
         #: threads for decoding and preprocessing, beside onnxruntime's own
         self.workers = default_threads() if workers is None else workers

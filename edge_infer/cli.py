@@ -24,11 +24,11 @@ class BadModel(click.ClickException):
     exit_code = 2
 
 
-def _classifier(model: str | None, threads: int | None, tta: bool = False):
+def _classifier(model: str | None, threads: int | None, tta: bool = False, latency: bool = False):
     from .classifier import Classifier
 
     try:
-        return Classifier(model, threads=threads, tta=tta)
+        return Classifier(model, threads=threads, tta=tta, latency=latency)
     except ModelError as exc:
         raise BadModel(f"model {exc}") from None
 
@@ -442,7 +442,7 @@ def serve(
     from .serve import is_loopback, make_server
 
     _setup_logging(verbose, quiet, log_file)
-    clf = _classifier(model, threads)
+    clf = _classifier(model, threads, latency=True)  # one upload at a time: latency first
     try:
         server = make_server(
             clf,

@@ -45,14 +45,21 @@ def default_threads() -> int:
     return min(usable_cpus(), 4)
 
 
-def session_options(threads: int | None) -> ort.SessionOptions:
-    """CPU options: spinning off, so idle cores stay idle between images."""
+def session_options(threads: int | None, spin_during_run: bool = False) -> ort.SessionOptions:
+    """CPU options. By default the worker threads never spin, so idle cores stay idle and the
+    preprocessing threads get the CPU (spinning cost batch throughput here, 535 -> 456
+    images/s). `spin_during_run` (the server: one image at a time, latency first) lets them
+    spin inside a run but stop at its end: batch-1 inference at 2 threads 0.82 -> 0.68 ms,
+    CPU used while serving 20 requests/s 4% -> 7% (spinning without the stop: 94%)."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or default_threads()
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    spin = spin_during_run and opts.intra_op_num_threads > 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    if spin:
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
     opts.log_severity_level = 3
     return opts
 
@@ -60,7 +67,12 @@ def session_options(threads: int | None) -> ort.SessionOptions:
 class OnnxModel:
     """An ONNX model written by `python -m export`, opened and checked against its metadata."""
 
-    def __init__(self, path: str | Path | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        threads: int | None = None,
+        spin_during_run: bool = False,
+    ) -> None:
         path = Path(path) if path is not None else bundled_model_path()
         self.path = str(path)
         if not path.is_file():
@@ -69,7 +81,9 @@ class OnnxModel:
             )
         try:
             self.session = ort.InferenceSession(
-                self.path, session_options(threads), providers=["CPUExecutionProvider"]
+                self.path,
+                session_options(threads, spin_during_run),
+                providers=["CPUExecutionProvider"],
             )
         except Exception as exc:  # onnxruntime raises several private exception types
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
