@@ -205,7 +205,7 @@ def info(model, as_json, full) -> None:
     meta = clf.meta
     if as_json:
         body = meta.to_dict() if full else meta.public_json()
-        click.echo(json.dumps({"file": str(clf.model.path), **body}, indent=2))
+        click.echo(json.dumps({"file": str(clf.model.path), **body}, indent=1))
         return
     click.echo("\n".join(describe(meta, clf.model.path)))
 

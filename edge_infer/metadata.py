@@ -16,12 +16,28 @@ from .preprocess import PreprocessSpec
 
 #: marks a model written by `python -m export`; its value is the schema version
 SCHEMA_KEY = "edge_infer.schema"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
-#: the graph's input and output names
+#: the graph's input and output names (train.graph_guards computes the last six)
 INPUT_NAME = "image"
 PROBABILITIES = "probabilities"
 OOD_SCORE = "ood_score"
+IMAGE_STATS = "image_stats"
+IMAGE_SCORE = "image_score"
+CELL_FRACTION = "cell_fraction"
+STATUS_CODE = "status_code"
+REASON_CODE = "reason_code"
+LABEL_INDEX = "label_index"
+GRAPH_OUTPUTS = (
+    PROBABILITIES,
+    OOD_SCORE,
+    IMAGE_STATS,
+    IMAGE_SCORE,
+    CELL_FRACTION,
+    STATUS_CODE,
+    REASON_CODE,
+    LABEL_INDEX,
+)
 
 DATASET = "ALL PBS images, Aria et al. 2021, Kaggle DOI 10.34740/KAGGLE/DSV/2175623"
 INTENDED_USE = "screening aid for trained staff; not a diagnosis"
@@ -64,13 +80,17 @@ class InputInfo:
 
 @dataclass(frozen=True)
 class Guards:
-    """The out-of-distribution rules. `feature_threshold` applies to the graph's `ood_score`
-    output; `image_stats` is the image-statistics guard (edge_infer.guard) as JSON."""
+    """The out-of-distribution rules, for people: the graph applies them itself.
+    `feature_threshold` applies to the `ood_score` output; `image_stats` describes the
+    image-statistics guard (its threshold on `image_score`, the statistics' names and the
+    training images' median and interquartile range of each); `codes` maps the graph's
+    `status_code` and `reason_code` outputs to the words of edge_infer.result."""
 
     feature_threshold: float | None
     feature_rule: str = ""
     feature_score: str = "min squared Mahalanobis distance of pooled features to class means"
     image_stats: dict[str, Any] | None = None
+    codes: dict[str, list[str | None]] = field(default_factory=dict)
 
 
 #: what each split's figure means to a reader: the random split shares patients between train and
@@ -80,8 +100,6 @@ SPLIT_TITLES = {
     "group_split": "pseudo-patient split (the honest figure)",
 }
 HONEST_SPLIT = "group_split"
-#: the site reference's percentiles shown by `info --json` and /api/model
-SUMMARY_PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 
 
 @dataclass(frozen=True)
@@ -168,24 +186,11 @@ class ModelMetadata:
         return {SCHEMA_KEY: json.dumps(SCHEMA_VERSION), **{k: json.dumps(v) for k, v in d.items()}}
 
     def public_json(self) -> dict[str, Any]:
-        """What people and the page read: everything except the guard's bulky reference set."""
+        """What people and the page read: all but check-site's training reference."""
         d = self.to_dict()
-        stats = d["guards"].get("image_stats")
-        if stats:
-            d["guards"]["image_stats"] = {
-                k: v for k, v in stats.items() if k not in ("reference", "whiten", "mean")
-            }
         for m, out in zip(self.metrics, d["metrics"], strict=True):
             out["title"] = m.title
-        if self.site_reference:  # a few percentiles, not the whole quantile grid
-            d["site_reference"] = {
-                "n": self.site_reference["n"],
-                "percentiles": list(SUMMARY_PERCENTILES),
-                "stats": {
-                    k: [v["quantiles"][p] for p in SUMMARY_PERCENTILES] if v["quantiles"] else []
-                    for k, v in self.site_reference["stats"].items()
-                },
-            }
+        d.pop("site_reference", None)  # check-site's data: `info --json --full` has it
         d["known_weakness"] = self.costliest_error()
         d[SCHEMA_KEY] = SCHEMA_VERSION
         return d
@@ -204,7 +209,11 @@ class ModelMetadata:
         if not isinstance(version, int) or version != SCHEMA_VERSION:
             raise MetadataError(
                 f"metadata schema {version!r}, this runtime reads schema {SCHEMA_VERSION}"
-                + (" (re-export the model)" if isinstance(version, int) and version < 2 else "")
+                + (
+                    " (re-export the model)"
+                    if isinstance(version, int) and version < SCHEMA_VERSION
+                    else ""
+                )
             )
         try:
             return cls(

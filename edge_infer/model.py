@@ -8,7 +8,6 @@ can read ONNX. `OnnxModel` is the only place that talks to onnxruntime.
 from __future__ import annotations
 
 import os
-from functools import cached_property
 from importlib import resources
 from pathlib import Path
 
@@ -16,8 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .errors import ModelError
-from .guard import ImageStatsGuard
-from .metadata import OOD_SCORE, PROBABILITIES, MetadataError, ModelMetadata
+from .metadata import GRAPH_OUTPUTS, PROBABILITIES, MetadataError, ModelMetadata
 
 BUNDLED_NAME = "all_pbs_cnn.onnx"
 
@@ -116,22 +114,17 @@ class OnnxModel:
             raise ModelError(
                 self.path, "input size differs between the input and preprocess metadata"
             )
-        if PROBABILITIES not in self.outputs:
-            raise ModelError(self.path, f"the graph has no '{PROBABILITIES}' output")
+        missing = [name for name in GRAPH_OUTPUTS if name not in self.outputs]
+        if missing:
+            raise ModelError(
+                self.path,
+                f"the graph lacks the output(s) {', '.join(missing)} (re-export the model)",
+            )
         n_out = self.session.get_outputs()[self.outputs.index(PROBABILITIES)].shape[-1]
         if isinstance(n_out, int) and n_out != len(self.meta.classes):
             raise ModelError(
                 self.path, f"the graph has {n_out} classes, the metadata {len(self.meta.classes)}"
             )
-
-    @cached_property
-    def image_guard(self) -> ImageStatsGuard | None:
-        stats = self.meta.guards.image_stats
-        return ImageStatsGuard.from_json(stats) if stats else None
-
-    @property
-    def has_ood_score(self) -> bool:
-        return OOD_SCORE in self.outputs
 
     @property
     def threads(self) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from .metadata import OOD_SCORE, PROBABILITIES
+from .metadata import IMAGE_SCORE, OOD_SCORE, PROBABILITIES
 
 #: version of the record layout below (1: the first release; 2: `label` is null unless the
 #: result may be used, `raw_label`, `verdict`, `headline`, `reason` added, booleans dropped)
@@ -95,7 +95,7 @@ RECORD_FIELDS = (
     "reason",
     PROBABILITIES,
     OOD_SCORE,
-    "image_score",
+    IMAGE_SCORE,
     "model",
     ERROR,
     "record_schema",
@@ -175,6 +175,9 @@ class Prediction:
     ood_score: float | None
     image_score: float | None
     model: str
+    #: the graph's stained share and image statistics (not part of the record)
+    cell_fraction: float | None = None
+    image_stats: tuple[float, ...] | None = None
 
     ok = True
 

@@ -21,9 +21,7 @@ import numpy as np
 
 from .classifier import Classifier
 from .errors import EdgeInferError
-from .guard import STAT_NAMES, guard_statistics
 from .inputs import expand_paths
-from .preprocess import resize_to_input
 from .result import HEADLINE, LABEL, NOT_RECOGNISED, PATH, STATUS, Failure, Outcome, Reason, Status
 from .site_stats import SITE_STATS, SiteStat, quantile, site_statistics
 
@@ -426,26 +424,16 @@ def labelled_findings(fig: dict) -> list[Finding]:
 # --------------------------------------------------------------------------- the check
 
 
-def refusal_family(clf: Classifier, stats: np.ndarray) -> str:
-    """For an image the image-statistics guard refused: which family of its statistics is
-    furthest from the training images (in units of their spread)."""
-    guard = clf.model.image_guard
-    spread = _guard_spread(clf)
-    z = np.abs(stats - spread[0]) / spread[1]
-    return GUARD_FAMILY[STAT_NAMES[int(np.argmax(z))]] if guard else Reason.FEATURES.value
-
-
-def _guard_spread(clf: Classifier) -> tuple[np.ndarray, np.ndarray]:
-    """Median and interquartile range of the guard's training statistics, un-whitened."""
-    guard = clf.model.image_guard
-    cached = getattr(clf, "_site_guard_spread", None)
-    if cached is None:
-        raw = guard.reference @ np.linalg.pinv(guard.whiten) + guard.mean
-        med = np.median(raw, axis=0)
-        iqr = np.percentile(raw, 75, axis=0) - np.percentile(raw, 25, axis=0)
-        cached = (med, np.maximum(iqr, 1e-6))
-        clf._site_guard_spread = cached  # type: ignore[attr-defined]
-    return cached
+def refusal_family(clf: Classifier, stats: Sequence[float]) -> str:
+    """For an image the image-statistics guard refused: which family of its statistics (the
+    graph's `image_stats` output) is furthest from the training images, in units of their
+    interquartile range (median and range travel in the metadata)."""
+    guard = clf.meta.guards.image_stats or {}
+    names, median, iqr = guard.get("stats"), guard.get("median"), guard.get("iqr")
+    if not (names and median and iqr):
+        return Reason.IMAGE.value
+    z = np.abs(np.asarray(stats) - np.asarray(median)) / np.maximum(np.asarray(iqr), 1e-6)
+    return GUARD_FAMILY.get(names[int(np.argmax(z))], Reason.IMAGE.value)
 
 
 #: refused images shown in the report (the count covers them all)
@@ -483,7 +471,7 @@ def check_site(
             f"{folder}: {len(items)} images; a site check needs at least {MIN_SITE_IMAGES} of "
             "the lab's own images"
         )
-    spec, guard = meta.preprocess, clf.model.image_guard
+    spec = meta.preprocess
     images: list[SiteImage] = []
     refused = 0
     for start in range(0, len(items), batch_size):
@@ -502,9 +490,8 @@ def check_site(
                 continue
             pred = next(preds)
             why, thumb = None, None
-            if pred.reason is Reason.IMAGE and guard is not None:
-                small = resize_to_input(img, spec)
-                why = refusal_family(clf, guard_statistics(img, small, spec, guard.size))
+            if pred.reason is Reason.IMAGE and pred.image_stats is not None:
+                why = refusal_family(clf, pred.image_stats)
             if pred.status is Status.OUT_OF_DISTRIBUTION and refused < MAX_THUMBNAILS:
                 thumb = thumbnail(img)
                 refused += 1

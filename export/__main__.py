@@ -57,9 +57,10 @@ def convert_and_describe(args: argparse.Namespace):
     from .onnx_export import build_export_model, convert, metadata_for, write_metadata
 
     step(f"loading {args.run}")
-    export_model, metrics = build_export_model(args.run)
-    version = args.version or args.run.name
+    metrics = json.loads((args.run / "metrics.json").read_text())
     threshold = args.uncertain_below or metrics["uncertainty"]["threshold"]
+    export_model, metrics = build_export_model(args.run, threshold)
+    version = args.version or args.run.name
     guard_file = args.run / GUARDS_FILE
     guards = json.loads(guard_file.read_text()) if guard_file.exists() else None
     if guards is None:
@@ -87,6 +88,7 @@ def parity_gate(args: argparse.Namespace, export_model, meta, test_paths: list[P
         meta.preprocess,
         meta.guards.feature_threshold,
         args.min_parity_images,
+        (meta.guards.image_stats or {}).get("threshold"),
     )
     report_path = args.out.with_suffix(".parity.json")
     report_path.write_text(json.dumps(report, indent=2))

@@ -15,9 +15,11 @@ from keras import layers, ops
 
 from edge_infer.metadata import (
     ALL_PBS_CLASSES,
+    GRAPH_OUTPUTS,
     INPUT_NAME,
     OOD_SCORE,
-    PROBABILITIES,
+    REASON_CODE,
+    STATUS_CODE,
     Guards,
     InputInfo,
     ModelMetadata,
@@ -45,23 +47,37 @@ class MahalanobisScore(layers.Layer):
         return ops.min(ops.sum(ops.square(z), axis=-1), axis=-1, keepdims=True)
 
 
-def build_export_model(run: Path) -> tuple[keras.Model, dict]:
-    """The trained model with calibrated probabilities and the OOD score as outputs."""
+def build_export_model(run: Path, uncertain_below: float | None = None) -> tuple[keras.Model, dict]:
+    """The trained model with calibrated probabilities, the feature guard's score and, from
+    train.graph_guards, the image guard, the stained-cell check and the decision: every
+    output of GRAPH_OUTPUTS, in that order. Needs the run's guards (python -m train.guard)."""
+    from train.graph_guards import GuardHead
+    from train.guard import GUARDS_FILE
+
     metrics = json.loads((run / "metrics.json").read_text())
     model = keras.models.load_model(run / "model.keras", compile=False)
+    spec = PreprocessSpec.from_json(metrics["preprocess"])
     temperature = float(metrics["calibration"]["temperature"])
     logits = model.get_layer("logits").output
     scaled = layers.Rescaling(1.0 / temperature, name="temperature_scaling")(logits)
     probs = layers.Softmax(name="probabilities")(scaled)
-    outputs = {PROBABILITIES: probs}
-    stats_file = run / OOD_STATS_FILE
-    if stats_file.exists():
-        stats = np.load(stats_file)
-        features = model.get_layer("features").output
-        outputs[OOD_SCORE] = MahalanobisScore(stats["means"], stats["whiten"], name=OOD_SCORE)(
-            features
-        )
-    export_model = keras.Model(model.input, list(outputs.values()), name="all_cnn_export")
+    stats = np.load(run / OOD_STATS_FILE)
+    features = model.get_layer("features").output
+    ood = MahalanobisScore(stats["means"], stats["whiten"], name=OOD_SCORE)(features)
+    guards = json.loads((run / GUARDS_FILE).read_text())
+    image = guards["image_stats"]
+    head = GuardHead(
+        spec,
+        np.asarray(image["mean"]),
+        np.asarray(image["whiten"]),
+        np.asarray(image["reference"]),
+        image["threshold"],
+        guards["feature_threshold"],
+        uncertain_below if uncertain_below is not None else metrics["uncertainty"]["threshold"],
+        name="guards",
+    )
+    outputs = [probs, ood, *head(model.input, probs, ood)]
+    export_model = keras.Model(model.input, outputs, name="all_cnn_export")
     return export_model, metrics
 
 
@@ -70,8 +86,7 @@ def convert(export_model: keras.Model, input_size: int) -> onnx.ModelProto:
 
     spec = (tf.TensorSpec((None, input_size, input_size, 3), tf.float32, name=INPUT_NAME),)
     proto, _ = tf2onnx.convert.from_keras(export_model, input_signature=spec, opset=OPSET)
-    names = [PROBABILITIES, OOD_SCORE][: len(proto.graph.output)]
-    rename_outputs(proto, names)
+    rename_outputs(proto, list(GRAPH_OUTPUTS))
     return proto
 
 
@@ -85,6 +100,16 @@ def rename_outputs(proto: onnx.ModelProto, names: list[str]) -> None:
             node.output[:] = [new if o == old else o for o in node.output]
             node.input[:] = [new if i == old else i for i in node.input]
         out.name = new
+
+
+def decision_codes() -> dict[str, list[str | None]]:
+    """What the graph's integer outputs mean, in edge_infer.result's words."""
+    from train.graph_guards import REASON_CODES, STATUS_CODES
+
+    return {
+        STATUS_CODE: [s.value for s in STATUS_CODES],
+        REASON_CODE: [r.value if r else None for r in REASON_CODES],
+    }
 
 
 def split_metrics(metrics: dict) -> SplitMetrics:
@@ -126,7 +151,13 @@ def metadata_for(
         guards=Guards(
             feature_threshold=guards["feature_threshold"],
             feature_rule=guards["feature_rule"],
-            image_stats=guards["image_stats"],
+            # the reference set and whitening are constants of the graph, not metadata
+            image_stats={
+                k: v
+                for k, v in guards["image_stats"].items()
+                if k not in ("reference", "whiten", "mean")
+            },
+            codes=decision_codes(),
         )
         if guards
         else Guards(None),

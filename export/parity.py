@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 
 from edge_infer import Classifier
-from edge_infer.metadata import OOD_SCORE, PROBABILITIES
+from edge_infer.metadata import (
+    GRAPH_OUTPUTS,
+    IMAGE_SCORE,
+    OOD_SCORE,
+    PROBABILITIES,
+    STATUS_CODE,
+)
 from edge_infer.preprocess import PreprocessSpec
 
 MAX_ABS_DIFF = 1e-4
@@ -23,8 +29,7 @@ def keras_outputs(export_model, paths: list[Path], spec: PreprocessSpec) -> dict
     ds = make_dataset(paths, [0] * len(paths), spec, 64, training=False).map(lambda x, y: x)
     outs = export_model.predict(ds, verbose=0)
     outs = outs if isinstance(outs, list) else [outs]
-    names = [PROBABILITIES, OOD_SCORE][: len(outs)]
-    return {n: np.asarray(o, np.float64) for n, o in zip(names, outs, strict=True)}
+    return {n: np.asarray(o, np.float64) for n, o in zip(GRAPH_OUTPUTS, outs, strict=False)}
 
 
 def check(
@@ -34,6 +39,7 @@ def check(
     spec: PreprocessSpec,
     ood_threshold: float | None = None,
     min_images: int = MIN_IMAGES,
+    image_threshold: float | None = None,
 ) -> dict:
     """Both comparisons; `passed` is False when any gate fails."""
     from train.pipeline import load_prepared
@@ -73,6 +79,22 @@ def check(
             "limit_over_threshold": OOD_TOLERANCE,
         }
         ood_ok = report[OOD_SCORE]["max_abs_diff_over_threshold"] <= OOD_TOLERANCE
+    # the guards and the decision inside the graph: same scores and the same status
+    if STATUS_CODE in ref:
+        a, b = ort_out[IMAGE_SCORE].ravel(), ref[IMAGE_SCORE].ravel()
+        report["graph_decision"] = {
+            # like the feature score, the image score only matters against its threshold
+            "image_score_max_abs_diff_over_threshold": float(np.abs(a - b).max() / image_threshold)
+            if image_threshold
+            else None,
+            "image_score_max_rel_diff": float((np.abs(a - b) / np.maximum(np.abs(b), 1e-6)).max()),
+            "status_agreement": float((ort_out[STATUS_CODE] == ref[STATUS_CODE]).mean()),
+            "limit_over_threshold": OOD_TOLERANCE,
+        }
+        decision = report["graph_decision"]
+        ood_ok = ood_ok and decision["status_agreement"] == 1.0
+        if image_threshold:
+            ood_ok = ood_ok and decision["image_score_max_abs_diff_over_threshold"] <= OOD_TOLERANCE
     report["passed"] = bool(
         len(paths) >= min_images
         and conv_diff <= MAX_ABS_DIFF

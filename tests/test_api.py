@@ -155,4 +155,5 @@ def test_pipelined_iter_predict_is_lazy_ordered_and_equal_to_one_by_one(tiny_onn
     for got, want in zip(rest[: len(sample_images)], one_by_one, strict=True):
         assert got.status is want.status and got.raw_label == want.raw_label
         assert got.confidence == pytest.approx(want.confidence, abs=1e-6)
-        assert got.image_score == pytest.approx(want.image_score, rel=1e-9)
+        # float32 reductions inside the graph differ slightly with the batch size
+        assert got.image_score == pytest.approx(want.image_score, rel=1e-3, abs=1e-5)

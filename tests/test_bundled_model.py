@@ -62,13 +62,31 @@ def _ood_images(sample: Path) -> dict[str, np.ndarray]:
     }
 
 
-def test_guard_statistics_travel_in_the_model():
+def test_guard_thresholds_travel_in_the_model_and_the_reference_set_in_the_graph():
+    import onnx
+    from onnx import numpy_helper
+
     clf = Classifier()
     guards = json.loads((MODELS / "run" / "guards.json").read_text())
     # train.guard owns the thresholds; export copies them unchanged
-    assert clf.model.image_guard.threshold == guards["image_stats"]["threshold"]
+    assert clf.meta.guards.image_stats["threshold"] == guards["image_stats"]["threshold"]
     assert clf.meta.guards.feature_threshold == guards["feature_threshold"]
-    assert clf.model.has_ood_score
+    # the reference set is a constant of the graph, not metadata
+    assert "reference" not in clf.meta.guards.image_stats
+    reference = np.asarray(guards["image_stats"]["reference"], np.float32)
+    graph = onnx.load(str(clf.model.path)).graph
+    constants = [numpy_helper.to_array(t) for t in graph.initializer]
+    constants += [
+        numpy_helper.to_array(a.t)
+        for n in graph.node
+        if n.op_type == "Constant"
+        for a in n.attribute
+        if a.name == "value"
+    ]
+    assert any(
+        c.size == reference.size and np.allclose(c.reshape(reference.shape), reference)
+        for c in constants
+    )
 
 
 def test_guard_in_api_cli_and_watcher(sample_images, tmp_path):

@@ -60,7 +60,8 @@ def test_classify_all_good_exits_0_and_matches_api(tiny_onnx, sample_images):
         p = api.predict(f)
         assert row["path"] == f and row["label"] == (p.label or "")
         assert row["verdict"] == p.to_record()["verdict"]
-        assert float(row["image_score"]) == pytest.approx(p.image_score, abs=1e-4)
+        # batch 8 vs batch 1: the graph's float32 reductions differ slightly
+        assert float(row["image_score"]) == pytest.approx(p.image_score, rel=1e-3, abs=1e-4)
 
 
 def test_classify_table_is_readable(tiny_onnx, sample_images, tmp_path):

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_infer.guard import ImageStatsGuard, guard_statistics
-from edge_infer.preprocess import PreprocessSpec, load_image, resize_to_input, to_tensor
+from edge_infer.preprocess import PreprocessSpec, load_image, prepare
 
 from .acquisition import random_acquisition
 from .dataset import CLASSES, default_data_root, read_manifest, select
+from .image_guard import ImageStatsGuard
 
 GUARDS_FILE = "guards.json"
 OOD_STATS_FILE = "ood_stats.npz"
@@ -37,14 +37,18 @@ def views(images: list[np.ndarray], copies: int, seed: int) -> list[np.ndarray]:
     return out
 
 
-def inputs_and_stats(images: list[np.ndarray], spec: PreprocessSpec, guard_size: int):
-    """Network inputs and image statistics, computed as the runtime computes them."""
-    xs, stats = [], []
-    for img in images:
-        small = resize_to_input(img, spec)
-        xs.append(to_tensor(small, spec))
-        stats.append(guard_statistics(img, small, spec, guard_size))
-    return np.stack(xs), np.stack(stats)
+def inputs_and_stats(images: list[np.ndarray], spec: PreprocessSpec):
+    """Network inputs as the runtime makes them, and the image statistics the exported graph
+    computes from them (the same TensorFlow ops, converted by tf2onnx)."""
+    import tensorflow as tf
+
+    from .graph_guards import image_statistics
+
+    x = np.stack([prepare(img, spec) for img in images])
+    stats = np.concatenate(
+        [image_statistics(tf.constant(x[i : i + 256])).numpy() for i in range(0, len(x), 256)]
+    )
+    return x, stats.astype(np.float64)
 
 
 def fit_guards(
@@ -70,7 +74,6 @@ def fit_guards(
     model = keras.models.load_model(run / "model.keras", compile=False)
     probe = keras.Model(model.input, model.get_layer("features").output)
     records = read_manifest()
-    guard_size = spec.input_size
     n_copies = copies if acquisition else 0
 
     def load(split: str):
@@ -89,7 +92,7 @@ def fit_guards(
         imgs, y = load(split)
         shifted = split != "test" and n_copies > 0
         all_imgs = views(imgs, n_copies, seed=1000 + i) if shifted else imgs
-        x, st = inputs_and_stats(all_imgs, spec, guard_size)
+        x, st = inputs_and_stats(all_imgs, spec)
         reps = len(all_imgs) // len(imgs)
         out_sets[split] = (features(x), st, np.tile(y, reps), len(imgs))
         print(f"[guard] {split}: {len(imgs)} images x {reps} views", flush=True)
@@ -102,7 +105,7 @@ def fit_guards(
     f_va = mahalanobis_score(fva.astype(np.float32), means, whiten)
     f_te = mahalanobis_score(fte.astype(np.float32), means, whiten)
     feature_threshold = float(np.percentile(f_va, percentile))
-    image_guard = ImageStatsGuard.fit(str_, sva, percentile, size=guard_size)
+    image_guard = ImageStatsGuard.fit(str_, sva, percentile)
     i_va, i_te = image_guard.scores(sva), image_guard.scores(ste)
 
     def rate(mask: np.ndarray) -> float:

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from edge_infer import Classifier
-from edge_infer.preprocess import cell_fraction, load_image
+from edge_infer.preprocess import load_image
 
 from .dataset import default_data_root, read_manifest, select
 
@@ -123,19 +123,20 @@ def flagged(
             "accuracy": float(right.mean()),
             "silent_errors": float((ok & ~right).mean()),
         }
-    meta, guard = clf.meta, clf.model.image_guard
+    meta = clf.meta
     thr = meta.guards.feature_threshold
     spec = meta.preprocess
+    image_threshold = (meta.guards.image_stats or {}).get("threshold")
     return {
         "flagged": float(np.mean([p.out_of_distribution for p in preds])),
         "flagged_by_features": float(np.mean([(p.ood_score or 0) > thr for p in preds])),
         "flagged_no_cell": float(
-            np.mean([cell_fraction(img, spec) < spec.min_cell_fraction for img in images])
+            np.mean([(p.cell_fraction or 0.0) < spec.min_cell_fraction for p in preds])
         ),
         "flagged_by_image_stats": float(
-            np.mean([(p.image_score or 0) > guard.threshold for p in preds])
+            np.mean([(p.image_score or 0) > image_threshold for p in preds])
         )
-        if guard
+        if image_threshold is not None
         else 0.0,
         "uncertain": float(np.mean([p.uncertain for p in preds])),
         "called_malignant_unflagged": float(
