@@ -45,11 +45,6 @@ STATUS_CODES = (Status.OK, Status.UNCERTAIN, Status.OUT_OF_DISTRIBUTION)
 REASON_CODES = (None, Reason.NO_CELL, Reason.IMAGE, Reason.FEATURES, Reason.LOW_CONFIDENCE)
 #: a pixel counts as stained (the image statistics) at HSV saturation >= this (0-255)
 STAIN_SAT_MIN = 50.0
-#: sRGB 8-bit value -> linear light: a 256-entry table (the input holds 8-bit values)
-_LINEAR = np.array(
-    [v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4 for v in np.arange(256) / 255.0],
-    np.float32,
-)
 #: linear RGB -> XYZ relative to the D65 white (columns: X/Xn, Y, Z/Zn)
 _RGB_TO_XYZ_N = (
     np.array(
@@ -63,24 +58,40 @@ _RGB_TO_XYZ_N = (
 ).T.astype(np.float32)
 
 
-def _lab(u: tf.Tensor) -> tf.Tensor:
-    """CIE Lab (D65) on OpenCV's 8-bit scales (L*255/100, a+128, b+128), from 0-255 RGB."""
-    lin = tf.gather(tf.constant(_LINEAR), tf.cast(u, tf.int32))
-    xyz = tf.tensordot(lin, tf.constant(_RGB_TO_XYZ_N), 1)
-    f = tf.where(
-        xyz > 0.008856, tf.pow(tf.maximum(xyz, 1e-6), 1.0 / 3.0), 7.787 * xyz + 16.0 / 116.0
-    )
-    fx, fy, fz = f[..., 0], f[..., 1], f[..., 2]
-    y = xyz[..., 1]
+def _lab(r: tf.Tensor, g: tf.Tensor, b: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """CIE Lab (D65) on OpenCV's 8-bit scales (L*255/100, a+128, b+128), from 0-255 R, G, B
+    planes (separate planes: slicing a 3-wide last axis is slow in onnxruntime)."""
+
+    def linear(c):
+        v = c / 255.0
+        return tf.where(v <= 0.04045, v / 12.92, tf.pow((v + 0.055) / 1.055, 2.4))
+
+    lr, lg, lb = linear(r), linear(g), linear(b)
+    m = _RGB_TO_XYZ_N  # columns: X/Xn, Y, Z/Zn
+
+    def f(t):
+        return tf.where(
+            t > 0.008856, tf.pow(tf.maximum(t, 1e-6), 1.0 / 3.0), 7.787 * t + 16.0 / 116.0
+        )
+
+    x = lr * m[0, 0] + lg * m[1, 0] + lb * m[2, 0]
+    y = lr * m[0, 1] + lg * m[1, 1] + lb * m[2, 1]
+    z = lr * m[0, 2] + lg * m[1, 2] + lb * m[2, 2]
+    fx, fy, fz = f(x), f(y), f(z)
     lightness = tf.where(y > 0.008856, 116.0 * fy - 16.0, 903.3 * y)
-    return tf.stack(
-        [lightness * (255.0 / 100.0), 500.0 * (fx - fy) + 128.0, 200.0 * (fy - fz) + 128.0], -1
-    )
+    return lightness * (255.0 / 100.0), 500.0 * (fx - fy) + 128.0, 200.0 * (fy - fz) + 128.0
+
+
+def half_size(u: tf.Tensor) -> tf.Tensor:
+    """2x2 means: colour, stain and the stained-cell check work at half the input size (a
+    quarter of the pixels; cells are 10+ px wide there), which keeps the guards' cost in the
+    graph near what OpenCV's 8-bit code cost at full size."""
+    return tf.nn.avg_pool2d(u, 2, 2, "VALID")
 
 
 def _hsv(u: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """OpenCV's 8-bit HSV scales, in float, from 0-255 RGB: H 0-180, S 0-255, V 0-255."""
-    r, g, b = u[..., 0], u[..., 1], u[..., 2]
+    r, g, b = tf.unstack(u, axis=-1)
     v = tf.maximum(tf.maximum(r, g), b)  # not a reduction over the 3-wide last axis: slow
     diff = v - tf.minimum(tf.minimum(r, g), b)
     safe = tf.maximum(diff, 1e-6)
@@ -113,11 +124,13 @@ def image_statistics(x: tf.Tensor, hsv=None) -> tf.Tensor:
     """[N, H, W, 3] RGB in [0, 1] -> [N, 10] statistics (STAT_NAMES). `hsv`: `_hsv` of the
     image, when the caller has it already."""
     u = eight_bit(x)
-    pixels = tf.cast(tf.shape(u)[1] * tf.shape(u)[2], tf.float32)
-    lab = _lab(u)
-    lab_mean = tf.reduce_mean(lab, axis=[1, 2])
-    lab_var = tf.reduce_mean(tf.square(lab), axis=[1, 2]) - tf.square(lab_mean)
-    h, s, _ = hsv if hsv is not None else _hsv(u)
+    small = half_size(u)
+    pixels = tf.cast(tf.shape(small)[1] * tf.shape(small)[2], tf.float32)
+    lab_planes = _lab(*tf.unstack(small, axis=-1))
+    lab_mean = tf.stack([tf.reduce_mean(c, axis=[1, 2]) for c in lab_planes], -1)
+    lab_sq = tf.stack([tf.reduce_mean(c * c, axis=[1, 2]) for c in lab_planes], -1)
+    lab_var = lab_sq - tf.square(lab_mean)
+    h, s, _ = hsv if hsv is not None else _hsv(small)
     stained = tf.cast(s >= STAIN_SAT_MIN, tf.float32)
     n_stained = tf.reduce_sum(stained, axis=[1, 2])
     hue_mean = tf.reduce_sum(h * stained, axis=[1, 2]) / tf.maximum(n_stained, 1.0)
@@ -144,9 +157,9 @@ def image_statistics(x: tf.Tensor, hsv=None) -> tf.Tensor:
 
 
 def cell_fraction(x: tf.Tensor, spec, hsv=None) -> tf.Tensor:
-    """Share of pixels in the spec's violet-magenta range (its cell_* hue, saturation and
-    value bounds), after a 3x3 opening that drops isolated specks."""
-    h, s, v = hsv if hsv is not None else _hsv(eight_bit(x))
+    """Share of the half-size image in the spec's violet-magenta range (its cell_* hue,
+    saturation and value bounds), after a 3x3 opening that drops isolated specks."""
+    h, s, v = hsv if hsv is not None else _hsv(half_size(eight_bit(x)))
     m = (
         (h >= spec.cell_hue_min)
         & (h <= spec.cell_hue_max)
@@ -186,7 +199,7 @@ class GuardHead(layers.Layer):
         self.uncertain_below = float(uncertain_below)
 
     def call(self, x, probs, ood):
-        hsv = _hsv(eight_bit(x))  # shared by the statistics and the stained-cell check
+        hsv = _hsv(half_size(eight_bit(x)))  # shared by the statistics and the cell check
         stats = image_statistics(x, hsv)
         z = tf.matmul(stats - self.mean, self.whiten)
         # |r|^2 - 2 r.z + |z|^2: one matrix product (an images x references x statistics
