@@ -3,10 +3,14 @@
 Needs only numpy, OpenCV, onnxruntime and click; never TensorFlow.
 """
 
-from . import warmup
+import os
 
-warmup.limit_blas_threads()
-warmup.start()
+# numpy's OpenBLAS starts one busy thread per core at import, for matrix products the runtime
+# does not need in parallel (`import edge_infer` used 0.42-0.45 s of CPU with 4 BLAS threads,
+# 0.17-0.23 s with one, measured here): one thread, unless the user chose otherwise. Only
+# effective before numpy is imported, hence here.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 from .classifier import Classifier, Failure, Prediction  # noqa: E402
 from .errors import EdgeInferError, ImageError, ModelError  # noqa: E402

@@ -171,7 +171,7 @@ class ModelMetadata:
         malignant = sum(sum(m.confusion[i]) for i in range(len(cls)) if cls[i].malignant)
         return (
             f"The costly error left is {cls[t].display} called {cls[p].display}: {n} of "
-            f"{malignant} malignant test images on the {SPLIT_TITLES.get(m.split, m.split)}."
+            f"{malignant} malignant test images on the {m.title}."
         )
 
     # ------------------------------------------------------------------ (de)serialisation

@@ -285,21 +285,9 @@ def stained_mask(bgr: np.ndarray, spec: PreprocessSpec | None = None) -> np.ndar
 
 
 def cell_fraction(bgr: np.ndarray, spec: PreprocessSpec | None = None) -> float:
-    """Share of the image that is violet-magenta stained (nuclei/cytoplasm of white cells):
-    the same value as `stained_mask(...).mean()`, summed from the connected components'
-    areas instead of building the cleaned mask (it runs for every image)."""
-    spec = spec or PreprocessSpec()
-    hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV)
-    lo = (spec.cell_hue_min, spec.cell_sat_min, spec.val_min)
-    m = cv2.inRange(hsv, lo, (spec.cell_hue_max, 255, 255))
-    if spec.open_kernel > 1:
-        m = cv2.morphologyEx(m, cv2.MORPH_OPEN, np.ones((spec.open_kernel,) * 2, np.uint8))
-    n_px = m.shape[0] * m.shape[1]
-    if spec.min_component_px <= 1:
-        return cv2.countNonZero(m) / n_px
-    _, _, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(m, 8, cv2.CV_32S, cv2.CCL_BBDT)
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    return float(areas[areas >= spec.min_component_px].sum() / n_px)
+    """Share of the image that is violet-magenta stained (nuclei/cytoplasm of white cells), for
+    people (`edge-infer segment`); the model's own stained-cell check runs in its graph."""
+    return float(stained_mask(bgr, spec).mean())
 
 
 def overlay(
@@ -345,18 +333,22 @@ def resize_to_input(bgr: np.ndarray, spec: PreprocessSpec | None = None) -> np.n
     return normalise_acquisition(img, spec)
 
 
-def white_patch_gains(bgr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """Per-channel (B, G, R) gains that map each channel's `white_percentile` to `white_target`.
+def channel_levels(bgr: np.ndarray, percentile: float) -> np.ndarray:
+    """Per-channel (B, G, R) 8-bit level at `percentile`: the smear's bright background.
 
     Histograms, not np.percentile: a 256-bin cv2.calcHist per channel costs microseconds."""
     n = bgr.shape[0] * bgr.shape[1]
-    rank = spec.white_percentile / 100.0 * (n - 1)
-    gains = np.empty(3, np.float64)
+    rank = percentile / 100.0 * (n - 1)
+    levels = np.empty(3, np.float64)
     for c in range(3):
         hist = cv2.calcHist([bgr], [c], None, [256], [0, 256]).ravel()
-        level = int(np.searchsorted(np.cumsum(hist), rank + 1.0))
-        gains[c] = spec.white_target / max(level, 8)
-    return gains
+        levels[c] = int(np.searchsorted(np.cumsum(hist), rank + 1.0))
+    return levels
+
+
+def white_patch_gains(bgr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Per-channel (B, G, R) gains that map each channel's `white_percentile` to `white_target`."""
+    return spec.white_target / np.maximum(channel_levels(bgr, spec.white_percentile), 8)
 
 
 def normalise_acquisition(small_bgr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:

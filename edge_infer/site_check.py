@@ -19,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .classifier import Classifier
+from .classifier import DEFAULT_BATCH, Classifier
 from .errors import EdgeInferError
 from .inputs import expand_paths
 from .result import HEADLINE, LABEL, NOT_RECOGNISED, PATH, STATUS, Failure, Outcome, Reason, Status
@@ -456,7 +456,7 @@ def check_site(
     folder: Path,
     labelled: bool = False,
     progress: Callable[[int], None] | None = None,
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH,
 ) -> SiteReport:
     meta = clf.meta
     reference = meta.site_reference

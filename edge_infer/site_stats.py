@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .preprocess import PreprocessSpec, clean_mask, normalise_acquisition
+from .preprocess import PreprocessSpec, channel_levels, clean_mask, normalise_acquisition
 
 
 @dataclass(frozen=True)
@@ -127,17 +127,6 @@ STAIN_SAT_MIN = 50
 CLIP_LEVEL = 250
 
 
-def _channel_levels(bgr: np.ndarray, percentile: float) -> np.ndarray:
-    """Per-channel (B, G, R) grey level at `percentile`: the smear's bright background."""
-    n = bgr.shape[0] * bgr.shape[1]
-    rank = percentile / 100.0 * (n - 1)
-    out = np.empty(3)
-    for c in range(3):
-        hist = cv2.calcHist([bgr], [c], None, [256], [0, 256]).ravel()
-        out[c] = max(1.0, float(np.searchsorted(np.cumsum(hist), rank + 1.0)))
-    return out
-
-
 def site_statistics(bgr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """The `SITE_STATS` of one decoded image (8-bit BGR), as float64 in that order.
 
@@ -147,7 +136,7 @@ def site_statistics(bgr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     side = min(bgr.shape[:2])
     size = (spec.input_size, spec.input_size)
     small = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA) if bgr.shape[:2] != size else bgr
-    b, g, r = _channel_levels(small, spec.white_percentile)
+    b, g, r = np.maximum(channel_levels(small, spec.white_percentile), 1.0)
     clipped = (
         cv2.countNonZero(cv2.inRange(small, (CLIP_LEVEL,) * 3, (255,) * 3)) / small[..., 0].size
     )

@@ -26,8 +26,8 @@ from edge_infer.result import Reason, Status
 
 #: the statistics, in the order of the `image_stats` output: colour (CIE Lab means and spreads),
 #: the stain's hue and share, sharpness at two scales. (Opponent colours, linear in RGB and so
-#: cheaper, were tried: re-fitted, they let 48% of heavily defocused images through instead of
-#: 10%, silent errors 0.9% -> 3.2%.)
+#: cheaper, were tried: re-fitted, they flagged 48% of images defocused by sigma 6 instead of
+#: 90%, silent errors 0.9% -> 3.2%.)
 STAT_NAMES = (
     "L_mean",
     "a_mean",
