@@ -96,7 +96,10 @@ threads_option = click.option(
     "--threads",
     type=click.IntRange(1, 64),
     default=None,
-    help="onnxruntime threads (default: cores, at most 4).",
+    help=(
+        "onnxruntime threads per network call (default: 1, with batches side by side on every"
+        " core; serve: the cores, at most 4)."
+    ),
 )
 
 

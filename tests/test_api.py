@@ -132,10 +132,15 @@ def test_random_arrays_give_a_result_or_our_error(clf, arr):
         assert isinstance(clf.predict(arr), Prediction)
 
 
-def test_pipelined_iter_predict_is_lazy_ordered_and_equal_to_one_by_one(tiny_onnx, sample_images):
-    """Decoding and preprocessing run ahead of inference on worker threads, but only a bounded
-    window ahead; results come back in input order and equal one-at-a-time predictions."""
-    clf = Classifier(tiny_onnx, threads=1, workers=2)
+@pytest.mark.parametrize("threads", [1, 2], ids=["batches-side-by-side", "prefetch"])
+def test_pipelined_iter_predict_is_lazy_ordered_and_equal_to_one_by_one(
+    tiny_onnx, sample_images, threads
+):
+    """Whole batches side by side on the workers (one onnxruntime thread), or decoding and
+    preprocessing ahead of a multi-threaded network call: either way only a bounded window
+    ahead, results in input order and equal to one-at-a-time predictions."""
+    clf = Classifier(tiny_onnx, threads=threads, workers=2)
+    assert clf.batches_side_by_side == (threads == 1)
     inputs = [*sample_images, b"not an image", *sample_images]
     pulled = []
 
@@ -146,7 +151,7 @@ def test_pipelined_iter_predict_is_lazy_ordered_and_equal_to_one_by_one(tiny_onn
 
     stream = clf.iter_predict(source(), batch_size=4)
     first = next(iter(stream))
-    window = 4 * clf.prefetch_batches
+    window = 4 * clf.prefetch_batches * (clf.workers if clf.batches_side_by_side else 1)
     assert len(pulled) <= window + 4, "the input is read a bounded window ahead"
     rest = [first, *stream]
     assert [o.source for o in rest][:3] == [str(p) for p in sample_images[:3]]

@@ -10,10 +10,13 @@ k/255). Outputs beside `probabilities` and `ood_score`:
   reason [N] int64     index into REASON_CODES
   label_index [N] int64 the most probable class
 
-The statistics are float definitions every ONNX runtime computes alike: CIE Lab (sRGB
-linearised by a 256-entry table) and HSV for colour and stain, OpenCV's integer grey, a
-reflect-padded Laplacian and its 2x2 reduction for sharpness; train.guard fits the reference
-set and threshold on exactly these.
+The statistics are float definitions every ONNX runtime computes alike: CIE Lab and HSV of
+the 2x2-averaged image (rounded to quarter levels, so every runtime agrees on each pixel's
+thresholds) for colour and stain, the variance of a reflect-padded Laplacian of integer grey
+levels at full and half size for sharpness; train.guard fits the reference set and threshold
+on exactly these. The image is split into channels-first planes once, and each step works on
+all three channels as one operator: onnxruntime spends a few microseconds on every operator,
+and its Pow and tf2onnx's selects are slow (measured: `python benchmarks/stages.py`).
 """
 
 from __future__ import annotations
@@ -58,41 +61,53 @@ _RGB_TO_XYZ_N = (
 ).T.astype(np.float32)
 
 
-def _lab(r: tf.Tensor, g: tf.Tensor, b: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """CIE Lab (D65) on OpenCV's 8-bit scales (L*255/100, a+128, b+128), from 0-255 R, G, B
-    planes (separate planes: slicing a 3-wide last axis is slow in onnxruntime)."""
-
-    def linear(c):
-        v = c / 255.0
-        return tf.where(v <= 0.04045, v / 12.92, tf.pow((v + 0.055) / 1.055, 2.4))
-
-    lr, lg, lb = linear(r), linear(g), linear(b)
-    m = _RGB_TO_XYZ_N  # columns: X/Xn, Y, Z/Zn
-
-    def f(t):
-        return tf.where(
-            t > 0.008856, tf.pow(tf.maximum(t, 1e-6), 1.0 / 3.0), 7.787 * t + 16.0 / 116.0
-        )
-
-    x = lr * m[0, 0] + lg * m[1, 0] + lb * m[2, 0]
-    y = lr * m[0, 1] + lg * m[1, 1] + lb * m[2, 1]
-    z = lr * m[0, 2] + lg * m[1, 2] + lb * m[2, 2]
-    fx, fy, fz = f(x), f(y), f(z)
-    lightness = tf.where(y > 0.008856, 116.0 * fy - 16.0, 903.3 * y)
-    return lightness * (255.0 / 100.0), 500.0 * (fx - fy) + 128.0, 200.0 * (fy - fz) + 128.0
+#: f(X/Xn), f(Y), f(Z/Zn) -> OpenCV's 8-bit L, a, b (rows), and their offsets
+_F_TO_LAB = np.array(
+    [[0.0, 116.0 * 255.0 / 100.0, 0.0], [500.0, -500.0, 0.0], [0.0, 200.0, -200.0]], np.float32
+)
+_LAB_OFFSET = np.array([-16.0 * 255.0 / 100.0, 128.0, 128.0], np.float32)
 
 
-def half_size(u: tf.Tensor) -> tf.Tensor:
+def _lab(rgb: tf.Tensor) -> tf.Tensor:
+    """CIE Lab (D65) on OpenCV's 8-bit scales (L*255/100, a+128, b+128), from 0-255 RGB
+    channels-first [N, 3, P] to [N, 3, P]. All three channels go through each step together
+    and the colour matrices are matrix products (fewer operators: onnxruntime spends a few
+    microseconds on each); powers are exp(k log v) (its Pow is scalar code, four times slower).
+    116 f(Y) - 16 is CIE's L on both sides of the knee (903.29 Y below it, not 903.3 Y)."""
+    v = rgb / 255.0
+    linear = tf.where(v <= 0.04045, v / 12.92, tf.exp(2.4 * tf.math.log((v + 0.055) / 1.055)))
+    t = tf.matmul(tf.constant(_RGB_TO_XYZ_N.T), linear)
+    cube_root = tf.exp(tf.math.log(tf.maximum(t, 1e-6)) * (1.0 / 3.0))
+    f = tf.where(t > 0.008856, cube_root, 7.787 * t + 16.0 / 116.0)
+    return tf.matmul(tf.constant(_F_TO_LAB), f) + _LAB_OFFSET[:, None]
+
+
+#: OpenCV's grey weights (R, G, B)
+_GREY_WEIGHTS = np.array([4899.0, 9617.0, 1868.0], np.float32) / 16384.0
+
+
+def half_size(x: tf.Tensor) -> tf.Tensor:
     """2x2 means: colour, stain and the stained-cell check work at half the input size (a
     quarter of the pixels; cells are 10+ px wide there), which keeps the guards' cost in the
     graph near what OpenCV's 8-bit code cost at full size."""
-    return tf.nn.avg_pool2d(u, 2, 2, "VALID")
+    # 0-255 means of four 8-bit values are quarter levels: rounding to them makes every
+    # runtime agree exactly on the thresholds that follow (stained or not)
+    return tf.round(tf.nn.avg_pool2d(x, 2, 2, "VALID") * 1020.0) * 0.25
 
 
-def _hsv(u: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """OpenCV's 8-bit HSV scales, in float, from 0-255 RGB: H 0-180, S 0-255, V 0-255."""
-    r, g, b = tf.unstack(u, axis=-1)
-    v = tf.maximum(tf.maximum(r, g), b)  # not a reduction over the 3-wide last axis: slow
+def planes(x: tf.Tensor):
+    """x [N, H, W, 3] -> its R, G, B planes [N, H, W] and the half-size planes in 0-255 quarter
+    levels. One transpose to channels-first: onnxruntime's pooling works channels-first, and
+    planes split off the first axis are contiguous (the converter cancels the transposes
+    around the pooling)."""
+    t = tf.transpose(x, [0, 3, 1, 2])
+    pooled = tf.transpose(half_size(tf.transpose(t, [0, 2, 3, 1])), [0, 3, 1, 2])
+    return t, pooled
+
+
+def _hsv(r, g, b) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """OpenCV's 8-bit HSV scales, in float, from 0-255 R, G, B planes: H 0-180, S 0-255, V 0-255."""
+    v = tf.maximum(tf.maximum(r, g), b)
     diff = v - tf.minimum(tf.minimum(r, g), b)
     safe = tf.maximum(diff, 1e-6)
     h = tf.where(
@@ -115,29 +130,33 @@ def _laplacian_log_var(gray: tf.Tensor) -> tf.Tensor:
     return tf.math.log(1.0 + var)  # not log1p: ONNX has no such op
 
 
-def eight_bit(x: tf.Tensor) -> tf.Tensor:
-    """The 0-255 values the runtime fed in (x = k/255)."""
-    return tf.round(x * 255.0)
+def _weighted_sum(weights: np.ndarray, planes: tf.Tensor) -> tf.Tensor:
+    """sum_c weights[c] * planes[:, c] for channels-first [N, 3, H, W], as one matrix product
+    (a tensordot over the channel axis would transpose the whole image first)."""
+    shape = tf.shape(planes)
+    flat = tf.reshape(planes, [shape[0], 3, -1])
+    return tf.reshape(
+        tf.matmul(tf.constant(weights[None, :]), flat), [shape[0], shape[2], shape[3]]
+    )
 
 
-def image_statistics(x: tf.Tensor, hsv=None) -> tf.Tensor:
-    """[N, H, W, 3] RGB in [0, 1] -> [N, 10] statistics (STAT_NAMES). `hsv`: `_hsv` of the
-    image, when the caller has it already."""
-    u = eight_bit(x)
-    small = half_size(u)
-    pixels = tf.cast(tf.shape(small)[1] * tf.shape(small)[2], tf.float32)
-    lab_planes = _lab(*tf.unstack(small, axis=-1))
-    lab_mean = tf.stack([tf.reduce_mean(c, axis=[1, 2]) for c in lab_planes], -1)
-    lab_sq = tf.stack([tf.reduce_mean(c * c, axis=[1, 2]) for c in lab_planes], -1)
-    lab_var = lab_sq - tf.square(lab_mean)
-    h, s, _ = hsv if hsv is not None else _hsv(small)
+def image_statistics(x: tf.Tensor, split=None, hsv=None) -> tf.Tensor:
+    """[N, H, W, 3] RGB in [0, 1] -> [N, 10] statistics (STAT_NAMES). `split`, `hsv`: `planes`
+    and `_hsv` of the image, when the caller has them already."""
+    full, small = split if split is not None else planes(x)
+    hsv = hsv if hsv is not None else _hsv(*tf.unstack(small, axis=1))
+    pixels = tf.cast(tf.shape(small)[2] * tf.shape(small)[3], tf.float32)
+    lab = _lab(tf.reshape(small, [tf.shape(small)[0], 3, -1]))
+    lab_mean = tf.reduce_mean(lab, axis=2)
+    lab_var = tf.reduce_mean(lab * lab, axis=2) - tf.square(lab_mean)
+    h, s, _ = hsv
     stained = tf.cast(s >= STAIN_SAT_MIN, tf.float32)
     n_stained = tf.reduce_sum(stained, axis=[1, 2])
     hue_mean = tf.reduce_sum(h * stained, axis=[1, 2]) / tf.maximum(n_stained, 1.0)
-    # OpenCV's grey: (R*4899 + G*9617 + B*1868 + 8192) >> 14, and its 2x area reduction
-    gray = tf.floor(tf.tensordot(u, tf.constant([4899.0, 9617.0, 1868.0]), 1) / 16384.0 + 0.5)
-    quad = tf.nn.avg_pool2d(gray[..., None], 2, 2, "VALID")[..., 0] * 4.0
-    half = tf.floor((quad + 2.0) / 4.0)
+    # grey levels rounded to integers, as an 8-bit camera image would have them (the rounding
+    # noise floor is part of the sharpness statistic's scale), at full and half size
+    gray = tf.round(_weighted_sum(_GREY_WEIGHTS * 255.0, full))
+    half = tf.round(_weighted_sum(_GREY_WEIGHTS, small))
     return tf.concat(
         [
             lab_mean,
@@ -159,7 +178,7 @@ def image_statistics(x: tf.Tensor, hsv=None) -> tf.Tensor:
 def cell_fraction(x: tf.Tensor, spec, hsv=None) -> tf.Tensor:
     """Share of the half-size image in the spec's violet-magenta range (its cell_* hue,
     saturation and value bounds), after a 3x3 opening that drops isolated specks."""
-    h, s, v = hsv if hsv is not None else _hsv(half_size(eight_bit(x)))
+    h, s, v = hsv if hsv is not None else _hsv(*tf.unstack(planes(x)[1], axis=1))
     m = (
         (h >= spec.cell_hue_min)
         & (h <= spec.cell_hue_max)
@@ -171,6 +190,19 @@ def cell_fraction(x: tf.Tensor, spec, hsv=None) -> tf.Tensor:
     eroded = -tf.nn.max_pool2d(-m, k, 1, "SAME")
     opened = tf.nn.max_pool2d(eroded, k, 1, "SAME")
     return tf.reduce_mean(opened, axis=[1, 2, 3])
+
+
+#: the decision's conditions in priority order (the first that holds decides), the reason and
+#: status code each gives, and the codes when none holds
+_DECISION = (
+    (Reason.NO_CELL, Status.OUT_OF_DISTRIBUTION),
+    (Reason.IMAGE, Status.OUT_OF_DISTRIBUTION),
+    (Reason.FEATURES, Status.OUT_OF_DISTRIBUTION),
+    (Reason.LOW_CONFIDENCE, Status.UNCERTAIN),
+    (None, Status.OK),
+)
+_DECISION_REASONS = np.array([REASON_CODES.index(r) for r, _ in _DECISION], np.int64)
+_DECISION_STATUSES = np.array([STATUS_CODES.index(s) for _, s in _DECISION], np.int64)
 
 
 class GuardHead(layers.Layer):
@@ -199,8 +231,9 @@ class GuardHead(layers.Layer):
         self.uncertain_below = float(uncertain_below)
 
     def call(self, x, probs, ood):
-        hsv = _hsv(half_size(eight_bit(x)))  # shared by the statistics and the cell check
-        stats = image_statistics(x, hsv)
+        split = planes(x)
+        hsv = _hsv(*tf.unstack(split[1], axis=1))  # shared by the statistics and the cell check
+        stats = image_statistics(x, split, hsv)
         z = tf.matmul(stats - self.mean, self.whiten)
         # |r|^2 - 2 r.z + |z|^2: one matrix product (an images x references x statistics
         # difference array cost 0.37 ms per image); in float32 it is exact to ~1e-5 absolute,
@@ -216,27 +249,15 @@ class GuardHead(layers.Layer):
         feature_ood = ood > self.feature_threshold
         low = top < self.uncertain_below
 
-        def code(values, item):
-            return tf.constant(values.index(item), tf.int64)
-
-        reason = tf.where(
-            no_cell,
-            code(REASON_CODES, Reason.NO_CELL),
-            tf.where(
-                image_ood,
-                code(REASON_CODES, Reason.IMAGE),
-                tf.where(
-                    feature_ood,
-                    code(REASON_CODES, Reason.FEATURES),
-                    tf.where(
-                        low, code(REASON_CODES, Reason.LOW_CONFIDENCE), code(REASON_CODES, None)
-                    ),
-                ),
+        # the first condition that holds decides (argmax returns the first maximum); one
+        # table lookup per output instead of nested selects (each a handful of operators)
+        first = tf.argmax(
+            tf.cast(
+                tf.stack([no_cell, image_ood, feature_ood, low, tf.ones_like(low)], axis=1),
+                tf.float32,
             ),
+            axis=1,
         )
-        status = tf.where(
-            no_cell | image_ood | feature_ood,
-            code(STATUS_CODES, Status.OUT_OF_DISTRIBUTION),
-            tf.where(low, code(STATUS_CODES, Status.UNCERTAIN), code(STATUS_CODES, Status.OK)),
-        )
+        reason = tf.gather(tf.constant(_DECISION_REASONS), first)
+        status = tf.gather(tf.constant(_DECISION_STATUSES), first)
         return stats, score, cells, status, reason, label
