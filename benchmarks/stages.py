@@ -6,7 +6,9 @@ allow and how much of it the real command reaches, all in one run (ratios, not a
 Stages are timed one image at a time with OpenCV and onnxruntime on one thread; the limit
 assumes perfect overlap: cores / (sum of stage costs), and, for a real run of N images in a
 new process, N / (cold start + N * sum / cores). `classify` is then run as a new process on
-all usable cores and under `taskset -c 0`.
+all usable cores and under `taskset -c 0`. Each round measures all of it back to back, so its
+ratios share one minute's load (the machine is shared); the output gives medians and min-max
+over rounds.
 """
 
 from __future__ import annotations
@@ -167,11 +169,33 @@ def run_classify(files_dir: Path, n: int, cpus: str | None) -> float:
     return n / wall
 
 
+def one_round(folder: Path, paths: list[str], n: int, cores: int) -> dict:
+    """Stage costs, cold start, classify on all cores and on one, back to back: the ratios of
+    a round share the machine's load of that minute."""
+    costs = stage_costs(paths)
+    per_image = sum(costs.values())
+    cold = cold_start_seconds(None, paths[0])
+    limit_run = n / (cold + n * per_image / 1000 / cores)
+    multi = run_classify(folder, n, None)
+    single = run_classify(folder, n, "0")
+    return {
+        "stage_ms": costs,
+        "per_image_ms": per_image,
+        "cold_start_s": cold,
+        "limit_steady_per_s": cores * 1000 / per_image,
+        "limit_run_per_s": limit_run,
+        "classify_per_s": multi,
+        "classify_1core_per_s": single,
+        "share_of_limit": multi / limit_run,
+        "cores_speedup": multi / single,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=Path, required=True)
     ap.add_argument("--limit", type=int, default=1000)
-    ap.add_argument("--rounds", type=int, default=3, help="classify runs per setting (median)")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds (medians and min-max)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "stages.json")
     args = ap.parse_args()
     files = collect_images(args.images, args.limit)
@@ -180,31 +204,43 @@ def main() -> None:
     folder.mkdir()
     for i, f in enumerate(files):  # one flat folder, as a camera writes
         shutil.copy(f, folder / f"{i:05d}-{Path(f).name}")
-    costs = stage_costs([str(p) for p in sorted(folder.iterdir())])
-    per_image = sum(costs.values())
+    paths = [str(p) for p in sorted(folder.iterdir())]
     cores = len(os.sched_getaffinity(0))
-    cold = cold_start_seconds(None, str(files[0]))
-    limit_steady = cores * 1000 / per_image
-    limit_run = len(files) / (cold + len(files) * per_image / 1000 / cores)
-    multi = sorted(run_classify(folder, len(files), None) for _ in range(args.rounds))
-    single = sorted(run_classify(folder, len(files), "0") for _ in range(args.rounds))
-    mid = args.rounds // 2
+    rounds = []
+    for r in range(args.rounds):
+        rounds.append(one_round(folder, paths, len(files), cores))
+        print(
+            f"round {r + 1}: share of limit {rounds[-1]['share_of_limit']:.3f}, "
+            f"2 cores / 1 core {rounds[-1]['cores_speedup']:.3f}",
+            flush=True,
+        )
+
+    def spread(key: str, digits: int = 3) -> dict:
+        values = [r[key] for r in rounds]
+        return {
+            "median": round(float(np.median(values)), digits),
+            "min": round(min(values), digits),
+            "max": round(max(values), digits),
+        }
+
     result = {
         "images": len(files),
         "cores": cores,
-        "stage_ms": {k: round(v, 4) for k, v in costs.items()},
-        "per_image_ms": round(per_image, 4),
-        "guards_in_graph_ms": {
-            k: round(v, 4)
-            for k, v in guard_cost_ms([str(p) for p in sorted(folder.iterdir())]).items()
+        "rounds": args.rounds,
+        "stage_ms": {
+            k: round(float(np.median([r["stage_ms"][k] for r in rounds])), 4)
+            for k in rounds[0]["stage_ms"]
         },
-        "cold_start_s": round(cold, 4),
-        "limit_steady_per_s": round(limit_steady, 1),
-        "limit_run_per_s": round(limit_run, 1),
-        "classify_per_s": [round(x, 1) for x in multi],
-        "classify_1core_per_s": [round(x, 1) for x in single],
-        "share_of_limit": round(multi[mid] / limit_run, 3),
-        "cores_speedup": round(multi[mid] / single[mid], 3),
+        "per_image_ms": spread("per_image_ms", 4),
+        "guards_in_graph_ms": {k: round(v, 4) for k, v in guard_cost_ms(paths).items()},
+        "cold_start_s": spread("cold_start_s", 4),
+        "limit_steady_per_s": spread("limit_steady_per_s", 1),
+        "limit_run_per_s": spread("limit_run_per_s", 1),
+        "classify_per_s": spread("classify_per_s", 1),
+        "classify_1core_per_s": spread("classify_1core_per_s", 1),
+        "share_of_limit": spread("share_of_limit"),
+        "cores_speedup": spread("cores_speedup"),
+        "command": "python benchmarks/stages.py " + " ".join(sys.argv[1:]),
     }
     args.out.write_text(json.dumps(result, indent=2))
     for k, v in result.items():

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import stat
 from pathlib import Path
 from typing import IO
@@ -72,6 +71,8 @@ def durable_move(src: Path, dest: Path) -> None:
     except OSError as exc:
         if exc.errno != 18:  # EXDEV: another filesystem; anything else is a real failure
             raise
+    import shutil  # here, not at import: it loads the compression modules (start-up time)
+
     tmp = dest.with_name(f".{dest.name}.edge-infer-part")
     try:
         with open(src, "rb") as fin, open(tmp, "wb") as fout:

@@ -8,7 +8,6 @@ can read ONNX. `OnnxModel` is the only place that talks to onnxruntime.
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +20,11 @@ BUNDLED_NAME = "all_pbs_cnn.onnx"
 
 
 def bundled_model_path() -> Path:
-    """The default model shipped inside the package (from models/ in the source tree)."""
-    try:
-        path = Path(str(resources.files("edge_infer.bundled") / BUNDLED_NAME))
-    except ModuleNotFoundError:
+    """The default model shipped inside the package (edge_infer/bundled/, installed from
+    models/), or models/ in a source checkout. A plain path, not importlib.resources: the
+    package is installed as files, and the import cost start-up time."""
+    path = Path(__file__).resolve().parent / "bundled" / BUNDLED_NAME
+    if not path.is_file():
         path = Path(__file__).resolve().parent.parent / "models" / BUNDLED_NAME
     return path
 
