@@ -6,12 +6,13 @@ all cores; plus the end-to-end edge command over a folder.
 
 Every runtime runs the model as shipped: the network with its temperature and its
 out-of-distribution head (export.onnx_export.build_export_model for TensorFlow and TFLite,
-the bundled ONNX file for onnxruntime and OpenVINO). Methods are interleaved: each round times
-every method once (TensorFlow in one long-lived worker process per thread count, because its
-thread pools are fixed at start-up; the others in this process, while the workers wait), so
-a load change on the machine hits all methods alike. Reported: the median over rounds of each
-method's per-round median, its min-max, and each ratio to onnxruntime FP32 taken within the
-same round (median and min-max). Needs the `train` extra; OpenVINO (the `bench` extra) is
+the bundled ONNX file for onnxruntime and OpenVINO). Each round times every method once
+(TensorFlow in one long-lived worker process per thread count, because its thread pools are
+fixed at start-up; the others in this process, while the workers wait), and each method's
+ratio to onnxruntime FP32 comes from alternating blocks of the two in the same process
+(paired_ms), so a load change on this shared machine hits both sides of a ratio alike.
+Reported: the median over rounds of each method's time, its min-max, and of its ratio (median
+and min-max). Needs the `train` extra; OpenVINO (the `bench` extra) is
 optional.
 """
 
@@ -35,6 +36,8 @@ sys.path.insert(0, str(ROOT))
 RUN = ROOT / "models" / "run"
 ONNX_MODEL = ROOT / "models" / "all_pbs_cnn.onnx"
 REFERENCE = "onnxruntime FP32"
+#: alternating method / reference blocks per method and round (paired_ms)
+BLOCKS = 10
 
 
 def median_ms(fn, x: np.ndarray, runs: int, warmup: int = 5) -> float:
@@ -48,6 +51,21 @@ def median_ms(fn, x: np.ndarray, runs: int, warmup: int = 5) -> float:
         fn(xi)
         times.append(time.perf_counter() - t)
     return float(np.median(times) * 1000)
+
+
+def paired_ms(fn, ref, x: np.ndarray, runs: int, blocks: int = BLOCKS) -> tuple[float, float]:
+    """`fn`'s median batch-1 time and its ratio to `ref` (onnxruntime FP32 at the same thread
+    count, in the same process), timed in alternating blocks: each block of `fn` is compared
+    with the `ref` blocks just before and after it, so a load change on this shared machine
+    hits both sides of a ratio alike. Returns (ms, median of the block ratios)."""
+    per_block = max(2, runs // blocks)
+    ref_ms = [median_ms(ref, x, per_block, warmup=2)]
+    ms, ratios = [], []
+    for _ in range(blocks):
+        ms.append(median_ms(fn, x, per_block, warmup=1))
+        ref_ms.append(median_ms(ref, x, per_block, warmup=1))
+        ratios.append(ms[-1] / (0.5 * (ref_ms[-2] + ref_ms[-1])))
+    return float(np.median(ms)), float(np.median(ratios))
 
 
 def tensors(data: Path, n: int) -> np.ndarray:
@@ -99,13 +117,17 @@ ANSWER = "@compare "
 
 
 def tf_worker(threads: int, tensor_file: Path, runs: int) -> None:
-    """Waits for a line on stdin per round; answers with one JSON line of medians."""
+    """Waits for a line on stdin per round; answers with one JSON line of (ms, ratio) per
+    method, each paired with onnxruntime FP32 run in this process (paired_ms)."""
+    from edge_infer.model import OnnxModel
+
     x = np.load(tensor_file)
     methods = tf_methods(threads)
+    ref = OnnxModel(ONNX_MODEL, threads=threads).run
     print(ANSWER + json.dumps({"ready": True}), flush=True)
     for _ in sys.stdin:
         out = {
-            name: median_ms(fn, x, max(10, int(runs * share)))
+            name: paired_ms(fn, ref, x, max(2 * BLOCKS, int(runs * share)))
             for name, (fn, share) in methods.items()
         }
         print(ANSWER + json.dumps(out), flush=True)
@@ -247,11 +269,16 @@ def main() -> None:
             for t in thread_counts:
                 workers[t].stdin.write("go\n")
                 workers[t].stdin.flush()
-                for name, ms in answer(workers[t]).items():
-                    per_round.setdefault(name, {}).setdefault(t, []).append(ms)
+                for name, timed in answer(workers[t]).items():
+                    per_round.setdefault(name, {}).setdefault(t, []).append(tuple(timed))
+                ref = local[t][REFERENCE]
                 for name, fn in local[t].items():
-                    ms = median_ms(fn, x, args.runs)
-                    per_round.setdefault(name, {}).setdefault(t, []).append(ms)
+                    timed = (
+                        (median_ms(fn, x, args.runs), 1.0)
+                        if name == REFERENCE
+                        else paired_ms(fn, ref, x, args.runs)
+                    )
+                    per_round.setdefault(name, {}).setdefault(t, []).append(timed)
         for w in workers.values():
             w.stdin.close()
             w.wait(timeout=60)
@@ -263,15 +290,14 @@ def main() -> None:
 
 
 def summarise(per_round, thread_counts, accuracy, e2e, args, cores) -> dict:
-    ref = per_round[REFERENCE]
     rows = {}
     for name, by_t in per_round.items():
         rows[name] = {}
         for t in thread_counts:
             if t not in by_t:  # a setting that exists at one thread count only
                 continue
-            ms = np.array(by_t[t])
-            ratio = ms / np.array(ref[t])  # within each round
+            ms = np.array([m for m, _ in by_t[t]])
+            ratio = np.array([r for _, r in by_t[t]])  # paired within each round
             rows[name][str(t)] = {
                 "ms_median": float(np.median(ms)),
                 "ms_min": float(ms.min()),

@@ -1,5 +1,5 @@
 """`python -m edge_infer ...` is `edge-infer ...`."""
 
-from .cli import main
+from .cli import run
 
-main(prog_name="edge-infer")
+run()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -139,6 +141,29 @@ def main() -> None:
     Pro-B. A screening aid for trained staff, not a diagnosis."""
 
 
+#: set by run(): this process is the `edge-infer` program, not a caller of main()
+_AS_PROGRAM = False
+
+
+def run() -> None:
+    """The `edge-infer` program (console script and `python -m edge_infer`)."""
+    global _AS_PROGRAM
+    _AS_PROGRAM = True
+    main(prog_name="edge-infer")
+
+
+def _finish(code: int) -> NoReturn:
+    """End a batch command once every record is written and flushed. As the program, without
+    the interpreter's teardown (unloading numpy, OpenCV and onnxruntime: ~65 ms here, after the
+    last result; `classify` of one image 0.22-0.28 -> 0.19-0.22 s, alternated); called
+    in-process, an ordinary exit."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if _AS_PROGRAM:
+        os._exit(code)
+    sys.exit(code)
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False))
 @model_option
@@ -191,7 +216,7 @@ def classify(paths, model, fmt, recursive, tta, batch_size, threads) -> None:
     click.echo(f"{len(files)} images: {summary or 'none'}", err=True)
     if failed:
         click.echo(f"{failed} of {total} inputs could not be classified", err=True)
-    sys.exit(1 if failed else 0)
+    _finish(1 if failed else 0)
 
 
 @main.command()
@@ -586,4 +611,4 @@ def bench(model, images, limit, threads, batch_size, as_json) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run()

@@ -162,3 +162,17 @@ def test_pipelined_iter_predict_is_lazy_ordered_and_equal_to_one_by_one(
         assert got.confidence == pytest.approx(want.confidence, abs=1e-6)
         # float32 reductions inside the graph differ slightly with the batch size
         assert got.image_score == pytest.approx(want.image_score, rel=1e-3, abs=1e-5)
+
+
+def test_thread_defaults_batches_side_by_side_and_latency_uses_the_cores(tiny_onnx):
+    """Batch work (classify, watch, check-site) gets one onnxruntime thread per call and runs
+    whole batches side by side on the workers; the server's latency setting gives one call
+    every usable core (at most 4)."""
+    from edge_infer.model import default_threads
+
+    batch = Classifier(tiny_onnx)
+    assert batch.model.threads == 1 and batch.workers == default_threads()
+    assert batch.batches_side_by_side == (default_threads() >= 2)
+    latency = Classifier(tiny_onnx, latency=True)
+    assert latency.model.threads == default_threads()
+    assert not latency.batches_side_by_side
