@@ -2,7 +2,7 @@
 onnxruntime FP32 and int8, OpenVINO FP32 and OpenVINO's default precision, at 1 thread and at
 all cores; plus the end-to-end edge command over a folder.
 
-    python benchmarks/compare.py --data ../shared/data/all-pbs --rounds 5
+    python benchmarks/compare.py --data ../shared/data/all-pbs --rounds 9
 
 Every runtime runs the model as shipped: the network with its temperature and its
 out-of-distribution head (export.onnx_export.build_export_model for TensorFlow and TFLite,
@@ -226,7 +226,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "compare.json")
     ap.add_argument("--images", type=int, default=100, help="test images cycled through")
     ap.add_argument("--runs", type=int, default=200, help="timed batch-1 runs per method/round")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--e2e-images", type=int, default=1000)
     ap.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--tensors", type=Path, default=None, help=argparse.SUPPRESS)

@@ -195,7 +195,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=Path, required=True)
     ap.add_argument("--limit", type=int, default=1000)
-    ap.add_argument("--rounds", type=int, default=5, help="rounds (medians and min-max)")
+    ap.add_argument("--rounds", type=int, default=7, help="rounds (medians and min-max)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "stages.json")
     args = ap.parse_args()
     files = collect_images(args.images, args.limit)
