@@ -16,7 +16,8 @@ thresholds) for colour and stain, the variance of a reflect-padded Laplacian of 
 levels at full and half size for sharpness; train.guard fits the reference set and threshold
 on exactly these. The image is split into channels-first planes once, and each step works on
 all three channels as one operator: onnxruntime spends a few microseconds on every operator,
-and its Pow and tf2onnx's selects are slow (measured: `python benchmarks/stages.py`).
+and its Pow and tf2onnx's selects are slow (per-operator figures in benchmarks/RESULTS.md;
+the guards' cost: `python benchmarks/stages.py`).
 """
 
 from __future__ import annotations
@@ -87,18 +88,17 @@ _GREY_WEIGHTS = np.array([4899.0, 9617.0, 1868.0], np.float32) / 16384.0
 
 
 def half_size(x: tf.Tensor) -> tf.Tensor:
-    """2x2 means: colour, stain and the stained-cell check work at half the input size (a
-    quarter of the pixels; cells are 10+ px wide there), which keeps the guards' cost in the
-    graph near what OpenCV's 8-bit code cost at full size."""
+    """2x2 means of NHWC x, in 0-255: colour, stain and the stained-cell check work at half the
+    input size (a quarter of the pixels; cells are 10+ px wide there)."""
     # 0-255 means of four 8-bit values are quarter levels: rounding to them makes every
     # runtime agree exactly on the thresholds that follow (stained or not)
     return tf.round(tf.nn.avg_pool2d(x, 2, 2, "VALID") * 1020.0) * 0.25
 
 
 def planes(x: tf.Tensor):
-    """x [N, H, W, 3] -> its R, G, B planes [N, H, W] and the half-size planes in 0-255 quarter
-    levels. One transpose to channels-first: onnxruntime's pooling works channels-first, and
-    planes split off the first axis are contiguous (the converter cancels the transposes
+    """x [N, H, W, 3] -> channels-first x [N, 3, H, W] (0-1) and its half size [N, 3, H/2, W/2]
+    in 0-255 quarter levels. One transpose: onnxruntime's pooling works channels-first, and
+    planes taken off the channel axis are contiguous (the converter cancels the transposes
     around the pooling)."""
     t = tf.transpose(x, [0, 3, 1, 2])
     pooled = tf.transpose(half_size(tf.transpose(t, [0, 2, 3, 1])), [0, 3, 1, 2])
