@@ -181,7 +181,8 @@ def _finish(code: int) -> NoReturn:
 @batch_size_option
 @threads_option
 def classify(paths, model, fmt, recursive, tta, batch_size, threads) -> None:
-    """Classify image files and folders. Exit 0 if every input was classified, 1 if some failed."""
+    """Classify image files and folders. Exit 0 if every input was classified, 1 if some failed
+    or the results could not be written."""
     from .result import Failure
 
     clf = _classifier(model, threads, tta)
@@ -192,14 +193,14 @@ def classify(paths, model, fmt, recursive, tta, batch_size, threads) -> None:
     names = [str(f) for f in files] + [str(f) for f, _ in inputs.unlisted]
     writer = RecordWriter(sys.stdout, fmt, clf.classes, names=names)
     failed = 0
-    for folder, reason in inputs.unlisted:  # a folder that cannot be read is an error, not skipped
-        writer.write(Failure(folder, reason).to_record())
-        failed += 1
     # a progress bar only where it cannot interleave with the results (stdout redirected)
     show = len(files) >= 20 and sys.stderr.isatty() and not sys.stdout.isatty()
     bar = click.progressbar(length=len(files), label="classifying", file=sys.stderr)
     counts: dict[str, int] = {}
     try:
+        for folder, reason in inputs.unlisted:  # an unreadable folder is an error, not skipped
+            writer.write(Failure(folder, reason).to_record())
+            failed += 1
         with bar if show else contextlib.nullcontext():
             for outcome in clf.iter_predict(files, batch_size=batch_size):
                 failed += not outcome.ok
@@ -207,10 +208,18 @@ def classify(paths, model, fmt, recursive, tta, batch_size, threads) -> None:
                 counts[outcome.status.value] = counts.get(outcome.status.value, 0) + 1
                 if show:
                     bar.update(1)
+        writer.close()
     except KeyboardInterrupt:
         click.echo(f"interrupted after {sum(counts.values())} of {len(files)} images", err=True)
         sys.exit(130)
-    writer.close()
+    except BrokenPipeError:  # the reader stopped reading (`| head`): stop, as shell tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _finish(141)
+    except OSError as exc:  # a full disk, a vanished share: one line, not a traceback
+        raise click.ClickException(
+            f"cannot write the results ({exc.strerror or exc}) after "
+            f"{sum(counts.values())} of {len(files)} images"
+        ) from None
     total = len(files) + len(inputs.unlisted)
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     click.echo(f"{len(files)} images: {summary or 'none'}", err=True)

@@ -116,3 +116,54 @@ def test_info_and_segment(tiny_onnx, sample_images, tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = cli("segment", str(tmp_path / "none.jpg"), "-o", str(out))
     assert r.returncode == 1 and "file not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_classify_on_a_full_disk_says_so_in_one_line(tiny_onnx, sample_images):
+    """Results written to a full device: one line naming the cause and how far it got, exit 1,
+    no traceback."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ENV, ROOT
+
+    with open("/dev/full", "w") as full:
+        r = subprocess.run(
+            [sys.executable, "-m", "edge_infer.cli", "classify", *map(str, sample_images)]
+            + ["--model", str(tiny_onnx), "--format", "jsonl"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=ENV,
+            timeout=120,
+        )
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    assert (
+        f"cannot write the results (No space left on device) after 0 of {len(sample_images)}"
+        in r.stderr
+    )
+
+
+def test_classify_into_a_closed_pipe_stops_quietly(tiny_onnx, sample_images):
+    """`edge-infer classify ... | head -1`: the reader stops, classify stops without a
+    traceback, with the exit status shell tools give on a closed pipe (141)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ENV, ROOT
+
+    # 480 records (~200 KB) cannot all fit in the pipe's buffer (64 KB): the writer must block
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_infer.cli", "classify", *map(str, sample_images * 40)]
+        + ["--model", str(tiny_onnx), "--format", "jsonl"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=ENV,
+    )
+    assert proc.stdout.readline().startswith(b"{")
+    proc.stdout.close()  # what `head -1` does after its line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err and "Exception ignored" not in err
