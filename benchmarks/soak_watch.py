@@ -41,6 +41,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder, results = Path(tmp) / "camera", Path(tmp) / "results.jsonl"
         folder.mkdir()
+        # the watcher logs a line per image: to a file, not a pipe nobody reads until the end
+        # (a full pipe blocks the writer: after ~550 images, 64 KB)
+        log = open(Path(tmp) / "watch.log", "w")  # noqa: SIM115
         watcher = subprocess.Popen(
             [
                 sys.executable,
@@ -59,8 +62,7 @@ def main() -> None:
             ],
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stderr=subprocess.PIPE,
-            text=True,
+            stderr=log,
         )
         t0 = time.time()
         for i in range(args.files):
@@ -80,6 +82,8 @@ def main() -> None:
         rss = peak_rss_mb(watcher.pid)
         watcher.terminate()
         watcher.wait(timeout=60)
+        log.close()
+        log_lines = (Path(tmp) / "watch.log").read_text().count("\n")
         recs = [json.loads(line) for line in results.read_text().splitlines()]
         counts = Counter(r["path"] for r in recs)
         report = {
@@ -87,11 +91,12 @@ def main() -> None:
             "records": len(recs),
             "distinct_files_with_records": len(counts),
             "files_with_two_or_more_records": sum(1 for n in counts.values() if n > 1),
-            "errors": sum(1 for r in recs if "error" in r),
+            "errors": sum(1 for r in recs if r.get("error")),
             "writing_seconds": round(written, 1),
             "total_seconds": round(elapsed, 1),
             "throughput_images_per_s": round(len(recs) / elapsed, 1),
             "watcher_peak_rss_mb": round(rss, 1),
+            "watcher_log_lines": log_lines,
         }
         print(file=sys.stderr)
         print(json.dumps(report, indent=2))
