@@ -35,7 +35,9 @@ from edge_infer.formats import RecordWriter  # noqa: E402
 from edge_infer.preprocess import (  # noqa: E402
     _INTERPOLATIONS,
     decode_image,
+    load_image,
     normalise_acquisition,
+    prepare,
     reduce_to_working_size,
     to_tensor,
 )
@@ -125,18 +127,7 @@ def guard_cost_ms(
         k: ort.InferenceSession(g.SerializeToString(), session_options(1))
         for k, g in graphs.items()
     }
-    x = np.stack(
-        [
-            to_tensor(
-                normalise_acquisition(
-                    cv2.resize(cv2.imread(f), (spec.input_size,) * 2, interpolation=cv2.INTER_AREA),
-                    spec,
-                ),
-                spec,
-            )
-            for f in files[:batch]
-        ]
-    )
+    x = np.stack([prepare(load_image(f), spec) for f in files[:batch]])
     net_out = sessions["net"].run(None, {name: x})
     feeds = {
         "full": {name: x},

@@ -163,15 +163,10 @@ class Classifier:
         and, with one intra-op thread, runs on the calling thread, so two batches use two cores
         with nothing to synchronise; a batch split over two onnxruntime threads waits for the
         slower half at every operator (measured: python benchmarks/stages.py)."""
-        pool = self._executor()
-        pending: deque[Future] = deque()
+        chunks = iter(lambda: list(itertools.islice(items, batch_size)), [])
         window = self.workers * self.prefetch_batches
-        while chunk := list(itertools.islice(items, batch_size)):
-            pending.append(pool.submit(self._run_chunk, chunk, tta))
-            if len(pending) >= window:
-                yield from pending.popleft().result()
-        while pending:
-            yield from pending.popleft().result()
+        for outcomes in self._in_order(self._run_chunk, ((c, tta) for c in chunks), window):
+            yield from outcomes
 
     def _run_chunk(self, chunk: list[tuple[str, Image]], tta: bool | None) -> list[Outcome]:
         return self._infer([self._load_and_prepare(name, image) for name, image in chunk], tta)
@@ -185,10 +180,15 @@ class Classifier:
         if self.workers < 2 and usable_cpus() < 2:
             yield from (self._load_and_prepare(*item) for item in items)
             return
+        yield from self._in_order(self._load_and_prepare, items, window)
+
+    def _in_order(self, fn, calls: Iterable[tuple], window: int) -> Iterator:
+        """fn(*args) for each args of `calls` on the worker threads, results in input order,
+        at most `window` calls submitted ahead of the consumer (memory stays bounded)."""
         pool = self._executor()
         pending: deque[Future] = deque()
-        for item in items:
-            pending.append(pool.submit(self._load_and_prepare, *item))
+        for args in calls:
+            pending.append(pool.submit(fn, *args))
             if len(pending) >= window:
                 yield pending.popleft().result()
         while pending:
