@@ -144,6 +144,10 @@ class Classifier:
         if self.batches_side_by_side:
             yield from self._side_by_side(items, batch_size, tta)
             return
+        if self.workers < 2 and usable_cpus() < 2:  # one core: nothing to overlap
+            for chunk in iter(lambda: list(itertools.islice(items, batch_size)), []):
+                yield from self._run_chunk(chunk, tta)
+            return
         prepared = self._prefetch(items, batch_size * self.prefetch_batches)
         while chunk := list(itertools.islice(prepared, batch_size)):
             yield from self._infer(chunk, tta)
@@ -169,7 +173,14 @@ class Classifier:
             yield from outcomes
 
     def _run_chunk(self, chunk: list[tuple[str, Image]], tta: bool | None) -> list[Outcome]:
-        return self._infer([self._load_and_prepare(name, image) for name, image in chunk], tta)
+        """Decode and preprocess each image straight into its row of the network's batch, then
+        run the graph on it: no per-image tensor to allocate and stack."""
+        size = self.meta.preprocess.input_size
+        batch = np.empty((len(chunk), size, size, 3), np.float32)
+        prepared = [
+            self._load_and_prepare(name, image, batch[j]) for j, (name, image) in enumerate(chunk)
+        ]
+        return self._infer(prepared, tta, batch)
 
     #: batches decoded and preprocessed ahead of the one being inferred
     prefetch_batches = 2
@@ -177,9 +188,6 @@ class Classifier:
     def _prefetch(self, items: Iterator[tuple[str, Image]], window: int) -> Iterator[Prepared]:
         """`_load_and_prepare` over `items` on the worker threads, in order, with at most
         `window` images submitted ahead of the consumer."""
-        if self.workers < 2 and usable_cpus() < 2:
-            yield from (self._load_and_prepare(*item) for item in items)
-            return
         yield from self._in_order(self._load_and_prepare, items, window)
 
     def _in_order(self, fn, calls: Iterable[tuple], window: int) -> Iterator:
@@ -194,10 +202,10 @@ class Classifier:
         while pending:
             yield pending.popleft().result()
 
-    def _load_and_prepare(self, name: str, image: Image) -> Prepared:
-        """Decode and preprocess one input (on a worker thread); a bad one keeps its reason."""
+    def _load_and_prepare(self, name: str, image: Image, out: np.ndarray | None = None) -> Prepared:
+        """Decode and preprocess one input (into `out` if given); a bad one keeps its reason."""
         try:
-            return name, self._prepare_one(self.load(image, name)), ""
+            return name, self._prepare_one(self.load(image, name), out), ""
         except (ImageError, ModelError) as exc:
             return name, None, exc.reason
         except EdgeInferError as exc:
@@ -216,9 +224,14 @@ class Classifier:
             return map(fn, items)
         return self._executor().map(fn, items)
 
-    def _infer(self, chunk: list[Prepared], tta: bool | None) -> list[Outcome]:
+    def _infer(
+        self, chunk: list[Prepared], tta: bool | None, batch: np.ndarray | None = None
+    ) -> list[Outcome]:
+        """`batch`: the chunk's inputs already in one array (used as it is when every image of
+        the chunk was readable)."""
         good = [(name, prep) for name, prep, _ in chunk if prep is not None]
-        preds = iter(self._predict_prepared([g[1] for g in good], [g[0] for g in good], tta))
+        inputs = batch if batch is not None and len(good) == len(chunk) else [g[1] for g in good]
+        preds = iter(self._predict_prepared(inputs, [g[0] for g in good], tta))
         return [Failure(name, err) if prep is None else next(preds) for name, prep, err in chunk]
 
     def predict_arrays(
@@ -232,16 +245,16 @@ class Classifier:
 
     def _predict_prepared(
         self,
-        prepared: Sequence[np.ndarray],
+        prepared: Sequence[np.ndarray] | np.ndarray,
         names: Sequence[str],
         tta: bool | None = None,
     ) -> list[Prediction]:
-        """The core: network inputs -> the graph, which classifies, scores both guards and
-        decides; this only reads its outputs."""
-        if not prepared:
+        """The core: network inputs (a list, or already one batch array) -> the graph, which
+        classifies, scores both guards and decides; this only reads its outputs."""
+        if len(prepared) == 0:
             return []
         tta = self.tta if tta is None else tta
-        x = np.stack(prepared)
+        x = prepared if isinstance(prepared, np.ndarray) else np.stack(prepared)
         if not tta:
             out = self.model.run(x)
             return [self._from_graph(names[i], out, i) for i in range(len(x))]
@@ -270,9 +283,10 @@ class Classifier:
             )
         return results
 
-    def _prepare_one(self, img: np.ndarray) -> np.ndarray:
-        """The network input of one image (the guards run inside the graph)."""
-        return prepare(img, self.meta.preprocess)
+    def _prepare_one(self, img: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The network input of one image (the guards run inside the graph), into `out` if
+        given."""
+        return prepare(img, self.meta.preprocess, out)
 
     def _from_graph(self, name: str, out: dict[str, np.ndarray], i: int) -> Prediction:
         """One image's outputs, the status and reason decoded with the metadata's codes."""

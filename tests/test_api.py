@@ -132,15 +132,22 @@ def test_random_arrays_give_a_result_or_our_error(clf, arr):
         assert isinstance(clf.predict(arr), Prediction)
 
 
-@pytest.mark.parametrize("threads", [1, 2], ids=["batches-side-by-side", "prefetch"])
+@pytest.mark.parametrize(
+    ("threads", "workers"),
+    [(1, 2), (2, 2), (1, 1)],
+    ids=["batches-side-by-side", "prefetch", "one-core"],
+)
 def test_pipelined_iter_predict_is_lazy_ordered_and_equal_to_one_by_one(
-    tiny_onnx, sample_images, threads
+    tiny_onnx, sample_images, threads, workers, monkeypatch
 ):
-    """Whole batches side by side on the workers (one onnxruntime thread), or decoding and
-    preprocessing ahead of a multi-threaded network call: either way only a bounded window
-    ahead, results in input order and equal to one-at-a-time predictions."""
-    clf = Classifier(tiny_onnx, threads=threads, workers=2)
-    assert clf.batches_side_by_side == (threads == 1)
+    """Whole batches side by side on the workers (one onnxruntime thread), decoding and
+    preprocessing ahead of a multi-threaded network call, or (one usable core) one batch after
+    another filled in place: either way only a bounded window ahead, results in input order
+    and equal to one-at-a-time predictions."""
+    if workers == 1:
+        monkeypatch.setattr("edge_infer.classifier.usable_cpus", lambda: 1)
+    clf = Classifier(tiny_onnx, threads=threads, workers=workers)
+    assert clf.batches_side_by_side == (threads == 1 and workers == 2)
     inputs = [*sample_images, b"not an image", *sample_images]
     pulled = []
 

@@ -144,6 +144,18 @@ def test_prepare_single_and_batch(sample_images):
     assert (masked == 0).mean() > (x == 0).mean()
 
 
+@pytest.mark.parametrize("order", ["RGB", "BGR"])
+def test_prepare_into_a_batch_row_gives_the_same_values(sample_images, order):
+    """The runtime writes each image into its row of the network's batch: bit for bit what
+    prepare() returns on its own."""
+    spec = PreprocessSpec(input_size=160, channel_order=order, normalise="white_patch")
+    imgs = [load_image(p) for p in sample_images[:3]]
+    rows = np.full((3, 160, 160, 3), np.nan, np.float32)
+    for i, img in enumerate(imgs):
+        assert np.shares_memory(prepare(img, spec, rows[i]), rows)
+    assert np.array_equal(rows, np.stack([prepare(img, spec) for img in imgs]))
+
+
 def test_dihedral_gives_8_distinct_transforms():
     x = np.arange(5 * 5 * 1, dtype=np.float32).reshape(5, 5, 1)
     views = [dihedral(x, k).tobytes() for k in range(8)]
