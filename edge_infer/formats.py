@@ -20,6 +20,8 @@ BOM = "\ufeff"
 def printable(text: str) -> str:
     """A name safe to print on one terminal line: control characters (newlines, ANSI escapes)
     and unpaired surrogates (undecodable bytes in a file name) shown as escapes."""
+    if text.isprintable():  # none of the characters below is printable: the common case
+        return text
     out = []
     for ch in text:
         cp = ord(ch)
@@ -56,7 +58,7 @@ class RecordWriter:
         self.fmt = fmt
         self.header_done = False
         self.fields = flat_fields(classes, extra_fields)
-        self.width = path_width(names)
+        self.width = path_width(names) if fmt == "table" else 0
         if fmt in ("csv", "excel"):
             self.csv = csv.DictWriter(
                 stream, self.fields, extrasaction="raise", lineterminator="\n"

@@ -61,3 +61,21 @@ def test_names_cannot_forge_rows(name):
     out = write("jsonl", [rec])
     assert out.count("\n") == 1 and json.loads(out)["path"] == name
     assert "\u2028" not in out
+
+
+def test_printable_escapes_exactly_the_unsafe_characters():
+    """The fast path (str.isprintable) and the escape rule agree on every character of the
+    first planes, lone surrogates included: escaped are controls, C1, line/paragraph
+    separators and surrogates; everything else is kept as it is."""
+    from edge_infer.formats import printable
+
+    def unsafe(cp: int) -> bool:
+        return cp < 0x20 or 0x7F <= cp < 0xA0 or cp in (0x2028, 0x2029) or 0xD800 <= cp < 0xE000
+
+    for cp in range(0x10000):
+        ch = chr(cp)
+        out = printable(f"a{ch}b")
+        if unsafe(cp):
+            assert ch not in out and out.startswith("a\\") and out.endswith("b"), hex(cp)
+        else:
+            assert out == f"a{ch}b", hex(cp)
