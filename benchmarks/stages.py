@@ -5,8 +5,11 @@ allow and how much of it the real command reaches, all in one run (ratios, not a
 
 Stages are timed one image at a time with OpenCV and onnxruntime on one thread; the limit
 assumes perfect overlap: cores / (sum of stage costs), and, for a real run of N images in a
-new process, N / (cold start + N * sum / cores). `classify` is then run as a new process on
-all usable cores and under `taskset -c 0`. Each round measures all of it back to back, so its
+new process, N / (cold start + N * sum / cores). That limit takes the cores to scale
+perfectly; the machine's own scaling is measured too (`machine_scaling`: one-core loops run
+side by side in independent processes, one per core, against one alone) and gives a second
+limit, with `scaling` in place of `cores`. `classify` is then run as a new process on all
+usable cores and under `taskset -c 0`. Each round measures all of it back to back, so its
 ratios share one minute's load (the machine is shared); the output gives medians and min-max
 over rounds.
 """
@@ -223,6 +226,7 @@ def one_round(folder: Path, paths: list[str], n: int, cores: int) -> dict:
     limit_run = n / (cold + n * per_image / 1000 / cores)
     multi = run_classify(folder, n, None)
     single = run_classify(folder, n, "0")
+    scaling = machine_scaling(paths, cores)
     return {
         "stage_ms": costs,
         "per_image_ms": per_image,
@@ -233,6 +237,8 @@ def one_round(folder: Path, paths: list[str], n: int, cores: int) -> dict:
         "classify_1core_per_s": single,
         "share_of_limit": multi / limit_run,
         "cores_speedup": multi / single,
+        "machine_scaling": scaling,
+        "share_of_machine_limit": multi / (n / (cold + n * per_image / 1000 / scaling)),
     }
 
 
@@ -259,7 +265,8 @@ def main() -> None:
         rounds.append(one_round(folder, paths, len(files), cores))
         print(
             f"round {r + 1}: share of limit {rounds[-1]['share_of_limit']:.3f}, "
-            f"2 cores / 1 core {rounds[-1]['cores_speedup']:.3f}",
+            f"2 cores / 1 core {rounds[-1]['cores_speedup']:.3f}, "
+            f"machine's own scaling {rounds[-1]['machine_scaling']:.3f}",
             flush=True,
         )
 
@@ -288,6 +295,8 @@ def main() -> None:
         "classify_1core_per_s": spread("classify_1core_per_s", 1),
         "share_of_limit": spread("share_of_limit"),
         "cores_speedup": spread("cores_speedup"),
+        "machine_scaling": spread("machine_scaling"),
+        "share_of_machine_limit": spread("share_of_machine_limit"),
         "command": "python benchmarks/stages.py " + " ".join(sys.argv[1:]),
     }
     args.out.write_text(json.dumps(result, indent=2))
