@@ -4,7 +4,6 @@ complete at its destination, never a partial file under the recorded name."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from pathlib import Path
@@ -15,8 +14,8 @@ class ReadRefused(Exception):
     """The file is not worth retrying (too big, not a regular file)."""
 
 
-def read_limited(path: str | Path, max_bytes: int) -> tuple[bytes, str]:
-    """The whole file and its sha256, refusing non-regular files and files over `max_bytes`
+def read_limited(path: str | Path, max_bytes: int) -> bytes:
+    """The whole file, refusing non-regular files and files over `max_bytes`
     before reading them (a FIFO would block, /dev/zero would never end, a 3 GB file would cost
     3 GB). OSError is left to the caller: it may be transient."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
@@ -26,14 +25,13 @@ def read_limited(path: str | Path, max_bytes: int) -> tuple[bytes, str]:
             raise ReadRefused("not a regular file")
         if st.st_size > max_bytes:
             raise ReadRefused(f"file is {st.st_size} bytes, over the {max_bytes}-byte limit")
-        chunks, total, digest = [], 0, hashlib.sha256()
+        chunks, total = [], 0
         while chunk := os.read(fd, 1 << 20):
             total += len(chunk)
             if total > max_bytes:
                 raise ReadRefused(f"file grew over the {max_bytes}-byte limit while read")
-            digest.update(chunk)
             chunks.append(chunk)
-        return b"".join(chunks), digest.hexdigest()
+        return b"".join(chunks)
     finally:
         os.close(fd)
 

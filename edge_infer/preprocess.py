@@ -107,7 +107,7 @@ def _read_bytes(path: Path, name: str) -> bytes:
     try:
         if path.is_dir():
             raise ImageError(name, "is a directory, not an image file")
-        return read_limited(path, MAX_FILE_BYTES)[0]
+        return read_limited(path, MAX_FILE_BYTES)
     except ReadRefused as exc:
         raise ImageError(name, str(exc)) from None
     except FileNotFoundError:

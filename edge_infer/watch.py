@@ -247,7 +247,7 @@ class Watcher:
         """The file's content, or a final error; None means "not now" (a retry is scheduled,
         the file changed while read, or it is already done under a new inode)."""
         try:
-            data, digest = read_limited(key[0], MAX_FILE_BYTES)
+            data = read_limited(key[0], MAX_FILE_BYTES)
         except ReadRefused as exc:
             return FileRead(key, None, "", str(exc), None)
         except OSError as exc:
@@ -261,6 +261,7 @@ class Watcher:
         if changed:  # still being written: wait for it to settle again
             self._tracked.pop(key[0], None)
             return None
+        digest = hashlib.sha256(data).hexdigest()
         incomplete = incomplete_reason(data)
         if incomplete and self._retry_later(key, incomplete + ", still being written?"):
             return None
