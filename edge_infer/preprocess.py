@@ -126,7 +126,9 @@ def incomplete_reason(data: bytes) -> str | None:
     """A reason if the encoded stream visibly stops early (decoders pad such files silently).
     Bytes after the end marker (some cameras append metadata) are accepted."""
     if data[:2] == b"\xff\xd8":
-        if data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
+        # truncated when a start-of-scan comes after the last end-of-image marker; searched
+        # forward from that marker, not backward through the whole compressed image (15 us)
+        if data.find(b"\xff\xda", data.rfind(b"\xff\xd9") + 1) != -1:
             return "truncated JPEG (no end-of-image marker)"
     elif data[:8] == b"\x89PNG\r\n\x1a\n" and data.rfind(b"IEND") < 8:
         return "truncated PNG (no IEND chunk)"

@@ -107,6 +107,23 @@ def test_truncated_jpeg(tmp_path, sample_images):
         load_image(p)
 
 
+def test_truncation_rule_on_every_cut_of_baseline_and_progressive_jpegs(sample_images):
+    """A JPEG is truncated when a start-of-scan (FFDA) comes after its last end-of-image
+    (FFD9): checked on every cut point (and with bytes appended after the end) of a baseline
+    and a progressive file (several scans) against that rule spelled directly."""
+    from edge_infer.preprocess import incomplete_reason
+
+    img = load_image(sample_images[0])
+    baseline = sample_images[0].read_bytes()
+    progressive = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    assert progressive.count(b"\xff\xda") > 1
+    for data in (baseline, progressive):
+        cuts = [*range(0, len(data), 97), len(data) - 1, len(data)]
+        for blob in [data[:n] for n in cuts] + [data + b"\xff\xdaEXTRA", data + b"trailer"]:
+            truncated = blob.rfind(b"\xff\xd9") < blob.rfind(b"\xff\xda")
+            assert (incomplete_reason(blob) is not None) == truncated
+
+
 def test_missing_directory_and_tiny(tmp_path):
     with pytest.raises(ImageError, match="file not found"):
         load_image(tmp_path / "nope.jpg")
