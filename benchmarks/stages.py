@@ -242,6 +242,26 @@ def one_round(folder: Path, paths: list[str], n: int, cores: int) -> dict:
     }
 
 
+def best_of(rounds: list[dict], n: int, cores: int) -> dict[str, float]:
+    """The same ratios from each quantity's least-disturbed round (the fastest classify runs,
+    the lowest stage sum and cold start): the usual estimator of what code costs on a
+    machine whose neighbours only ever slow it down."""
+    per_image = min(r["per_image_ms"] for r in rounds)
+    cold = min(r["cold_start_s"] for r in rounds)
+    multi = max(r["classify_per_s"] for r in rounds)
+    single = max(r["classify_1core_per_s"] for r in rounds)
+    limit_run = n / (cold + n * per_image / 1000 / cores)
+    return {
+        "per_image_ms": round(per_image, 4),
+        "cold_start_s": round(cold, 4),
+        "limit_run_per_s": round(limit_run, 1),
+        "classify_per_s": round(multi, 1),
+        "classify_1core_per_s": round(single, 1),
+        "share_of_limit": round(multi / limit_run, 3),
+        "cores_speedup": round(multi / single, 3),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=Path, required=True)
@@ -297,6 +317,8 @@ def main() -> None:
         "cores_speedup": spread("cores_speedup"),
         "machine_scaling": spread("machine_scaling"),
         "share_of_machine_limit": spread("share_of_machine_limit"),
+        "best_of_rounds": best_of(rounds, len(files), cores),
+        "rounds_raw": [{k: v for k, v in r.items() if k != "stage_ms"} for r in rounds],
         "command": "python benchmarks/stages.py " + " ".join(sys.argv[1:]),
     }
     args.out.write_text(json.dumps(result, indent=2))
