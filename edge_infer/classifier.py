@@ -132,10 +132,14 @@ class Classifier:
     ) -> Iterable[Outcome]:
         """Like predict_batch, but yields outcomes in input order as batches finish.
 
-        Pipelined: the worker threads decode and preprocess the next images while onnxruntime
-        runs the current batch (OpenCV and onnxruntime release the GIL), with at most
-        `prefetch_batches` batches in flight, so memory stays bounded however many inputs
-        there are."""
+        Three ways, all in input order with a bounded number of batches in flight (memory
+        stays bounded however many inputs there are): whole batches side by side on the
+        worker threads (the default for batch work, see batches_side_by_side); with
+        onnxruntime on several threads, the workers decode and preprocess the next images
+        while the current batch runs (`prefetch_batches` batches ahead; OpenCV and
+        onnxruntime release the GIL); on one usable core, one batch after another. Each
+        image is written straight into its row of the network's batch where the batch is
+        built on one thread (_run_chunk)."""
         name_iter = iter(names) if names is not None else None
         items = (
             (next(name_iter) if name_iter is not None else _source_name(image, i), image)
