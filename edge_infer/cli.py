@@ -19,6 +19,10 @@ from .inputs import expand_paths
 from .serve_limits import SOCKET_TIMEOUT_S
 
 
+class _ResultsNotWritten(Exception):
+    """The results could not be written (its __cause__ is the OSError)."""
+
+
 class BadModel(click.ClickException):
     """A model that cannot be used: one line on stderr, exit 2 (like other usage errors), so
     scripts can tell it from 'some inputs failed' (1)."""
@@ -192,6 +196,20 @@ def classify(paths, model, fmt, recursive, tta, batch_size, threads) -> None:
         raise click.UsageError("no image files found in the given paths")
     names = [str(f) for f in files] + [str(f) for f, _ in inputs.unlisted]
     writer = RecordWriter(sys.stdout, fmt, clf.classes, names=names)
+
+    def emit(record: dict | None) -> None:
+        """Write one record (None: flush at the end); an OSError here is the output's, not an
+        input's (those become error records in the workers), so it is told apart."""
+        try:
+            if record is None:
+                writer.close()
+            else:
+                writer.write(record)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _ResultsNotWritten(exc) from exc
+
     failed = 0
     # a progress bar only where it cannot interleave with the results (stdout redirected)
     show = len(files) >= 20 and sys.stderr.isatty() and not sys.stdout.isatty()
@@ -199,25 +217,26 @@ def classify(paths, model, fmt, recursive, tta, batch_size, threads) -> None:
     counts: dict[str, int] = {}
     try:
         for folder, reason in inputs.unlisted:  # an unreadable folder is an error, not skipped
-            writer.write(Failure(folder, reason).to_record())
+            emit(Failure(folder, reason).to_record())
             failed += 1
         with bar if show else contextlib.nullcontext():
             for outcome in clf.iter_predict(files, batch_size=batch_size):
                 failed += not outcome.ok
-                writer.write(outcome.to_record())
+                emit(outcome.to_record())
                 counts[outcome.status.value] = counts.get(outcome.status.value, 0) + 1
                 if show:
                     bar.update(1)
-        writer.close()
+        emit(None)
     except KeyboardInterrupt:
         click.echo(f"interrupted after {sum(counts.values())} of {len(files)} images", err=True)
         sys.exit(130)
     except BrokenPipeError:  # the reader stopped reading (`| head`): stop, as shell tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         _finish(141)
-    except OSError as exc:  # a full disk, a vanished share: one line, not a traceback
+    except _ResultsNotWritten as err:  # a full disk, a vanished share: one line, no traceback
+        exc = err.__cause__
         raise click.ClickException(
-            f"cannot write the results ({exc.strerror or exc}) after "
+            f"cannot write the results ({getattr(exc, 'strerror', None) or exc}) after "
             f"{sum(counts.values())} of {len(files)} images"
         ) from None
     total = len(files) + len(inputs.unlisted)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import cv2
 import numpy as np
 
 from .errors import ImageError
-from .fileops import ReadRefused, read_limited
+from .fileops import NOT_A_FILE, ReadRefused, read_limited
 from .imageformat import SIGNATURE_BYTES, detect, supported_names
 
 #: Refuse anything larger before decoding it (decompression bombs); a microscope camera frame
@@ -105,17 +106,15 @@ _INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": 
 
 def _read_bytes(path: Path, name: str) -> bytes:
     try:
-        if path.is_dir():
-            raise ImageError(name, "is a directory, not an image file")
         return read_limited(path, MAX_FILE_BYTES)
     except ReadRefused as exc:
         raise ImageError(name, str(exc)) from None
     except FileNotFoundError:
         raise ImageError(name, "file not found") from None
-    except PermissionError:
-        raise ImageError(name, "permission denied") from None
-    except IsADirectoryError:
-        raise ImageError(name, "is a directory, not an image file") from None
+    except (PermissionError, IsADirectoryError):  # Windows cannot open a directory
+        # os.path.isdir, not Path.is_dir: that one raises again where the folder is locked
+        reason = NOT_A_FILE if os.path.isdir(path) else "permission denied"
+        raise ImageError(name, reason) from None
     except OSError as exc:
         raise ImageError(name, f"cannot read file ({exc.strerror or exc})") from None
     except ValueError as exc:  # e.g. a NUL character in the path

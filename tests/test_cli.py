@@ -145,6 +145,28 @@ def test_classify_on_a_full_disk_says_so_in_one_line(tiny_onnx, sample_images):
     )
 
 
+def test_an_input_side_os_error_is_not_called_a_write_failure(
+    tiny_onnx, sample_images, monkeypatch
+):
+    """Only the output's errors read "cannot write the results": an OSError that escapes the
+    classifier (a defect: inputs' errors become error records) is not dressed up as one."""
+    from click.testing import CliRunner
+
+    from edge_infer.classifier import Classifier
+    from edge_infer.cli import main
+
+    def broken(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+        yield
+
+    monkeypatch.setattr(Classifier, "iter_predict", broken)
+    result = CliRunner().invoke(
+        main, ["classify", str(sample_images[0]), "--model", str(tiny_onnx), "--format", "jsonl"]
+    )
+    assert isinstance(result.exception, PermissionError)
+    assert "cannot write the results" not in result.output
+
+
 def test_classify_into_a_closed_pipe_stops_quietly(tiny_onnx, sample_images):
     """`edge-infer classify ... | head -1`: the reader stops, classify stops without a
     traceback, with the exit status shell tools give on a closed pipe (141)."""
