@@ -34,9 +34,14 @@ def _classifier(model: str | None, threads: int | None, tta: bool = False, laten
     from .classifier import Classifier
 
     try:
-        return Classifier(model, threads=threads, tta=tta, latency=latency)
+        clf = Classifier(model, threads=threads, tta=tta, latency=latency)
     except ModelError as exc:
         raise BadModel(f"model {exc}") from None
+    if clf.batches_side_by_side:  # this process is ours: one core per worker, no nested pool
+        from .preprocess import opencv_single_threaded
+
+        opencv_single_threaded()
+    return clf
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"

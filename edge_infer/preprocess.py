@@ -101,6 +101,14 @@ NORMALISATIONS = ("none", "white_patch")
 _INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
 
 
+def opencv_single_threaded() -> None:
+    """OpenCV without its own thread pool, for a process whose worker threads already have a
+    core each (the `edge-infer` batch commands): the pool inside each call only competed
+    with the other worker (benchmarks/threads_vs_processes.py: steady two-core scaling with
+    and without, paired). Process-wide, so the library leaves it to the program."""
+    cv2.setNumThreads(1)
+
+
 # --------------------------------------------------------------------------- loading
 
 

@@ -189,3 +189,22 @@ def test_classify_into_a_closed_pipe_stops_quietly(tiny_onnx, sample_images):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141
     assert "Traceback" not in err and "Exception ignored" not in err
+
+
+def test_batch_commands_run_opencv_single_threaded_the_server_does_not(tiny_onnx):
+    """The batch commands own their process and give each worker thread a core, so OpenCV's
+    own pool is switched off there (it competed with the other worker); the server's latency
+    setting and library callers keep OpenCV as it is."""
+    import cv2
+
+    from edge_infer.cli import _classifier
+
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(2)
+        served = _classifier(str(tiny_onnx), None, latency=True)
+        assert not served.batches_side_by_side and cv2.getNumThreads() == 2
+        batch = _classifier(str(tiny_onnx), None)
+        assert cv2.getNumThreads() == (1 if batch.batches_side_by_side else 2)
+    finally:
+        cv2.setNumThreads(before)
