@@ -154,50 +154,26 @@ def guard_cost_ms(
     }
 
 
-#: a child that classifies the files listed in argv[1] on one core, one batch after another:
-#: warms up, says "ready", waits for "go" on stdin, prints the seconds of the loop alone
-_SERIAL_LOOP = """
-import sys, time
-from edge_infer import Classifier
-paths = open(sys.argv[1]).read().split(chr(10))
-clf = Classifier(threads=1, workers=1)
-clf.predict_batch(paths[:8])
-print("ready", flush=True)
-sys.stdin.readline()
-t = time.perf_counter()
-n = sum(1 for _ in clf.iter_predict(paths))
-print(time.perf_counter() - t, flush=True)
-"""
-
-
 def machine_scaling(paths: list[str], cores: int) -> float:
     """What this machine gives the same work on `cores` cores at once: `cores` independent
     processes, one pinned to each core, each running the runtime's one-core loop over the
     same images, started together, against one such process alone (throughput ratio).
     Nothing is shared between them, so this is the hardware's own scaling (clock, caches,
-    memory, the hypervisor): the ceiling for any runtime on this machine."""
+    memory, the hypervisor): the ceiling for any runtime on this machine. The children are
+    threads_vs_processes.py's."""
+    from threads_vs_processes import start, timed
+
     listing = Path("/tmp/edge-infer-stages.list")
     listing.write_text("\n".join(paths))
 
     def loop_seconds(cpus: list[int]) -> list[float]:
-        procs = [
-            subprocess.Popen(
-                ["taskset", "-c", str(c), sys.executable, "-c", _SERIAL_LOOP, str(listing)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-                cwd=ROOT,
-            )
-            for c in cpus
-        ]
-        for proc in procs:
-            assert proc.stdout.readline().strip() == "ready"
-        for proc in procs:  # start the timed loops together
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        seconds = [float(proc.communicate()[0]) for proc in procs]
-        assert all(proc.returncode == 0 for proc in procs)
-        return seconds
+        procs = [start(str(c), 1, listing) for c in cpus]
+        try:
+            return timed(procs)
+        finally:
+            for proc in procs:
+                proc.stdin.close()
+                assert proc.wait() == 0
 
     alone = loop_seconds([0])[0]
     together = max(loop_seconds(list(range(cores))))

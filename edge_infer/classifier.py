@@ -46,6 +46,13 @@ Prepared = tuple[str, "np.ndarray | None", str]
 DEFAULT_BATCH = 8
 
 
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of `size` items (the last may be shorter), read lazily."""
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
 def _source_name(image: Image, index: int) -> str:
     if isinstance(image, (str, Path)):
         return str(image)
@@ -149,11 +156,12 @@ class Classifier:
             yield from self._side_by_side(items, batch_size, tta)
             return
         if self.workers < 2 and usable_cpus() < 2:  # one core: nothing to overlap
-            for chunk in iter(lambda: list(itertools.islice(items, batch_size)), []):
+            for chunk in _chunks(items, batch_size):
                 yield from self._run_chunk(chunk, tta)
             return
-        prepared = self._prefetch(items, batch_size * self.prefetch_batches)
-        while chunk := list(itertools.islice(prepared, batch_size)):
+        window = batch_size * self.prefetch_batches
+        prepared = self._in_order(self._load_and_prepare, items, window)
+        for chunk in _chunks(prepared, batch_size):
             yield from self._infer(chunk, tta)
 
     @property
@@ -171,9 +179,9 @@ class Classifier:
         and, with one intra-op thread, runs on the calling thread, so two batches use two cores
         with nothing to synchronise; a batch split over two onnxruntime threads waits for the
         slower half at every operator (measured: python benchmarks/stages.py)."""
-        chunks = iter(lambda: list(itertools.islice(items, batch_size)), [])
         window = self.workers * self.prefetch_batches
-        for outcomes in self._in_order(self._run_chunk, ((c, tta) for c in chunks), window):
+        calls = ((chunk, tta) for chunk in _chunks(items, batch_size))
+        for outcomes in self._in_order(self._run_chunk, calls, window):
             yield from outcomes
 
     def _run_chunk(self, chunk: list[tuple[str, Image]], tta: bool | None) -> list[Outcome]:
@@ -188,11 +196,6 @@ class Classifier:
 
     #: batches decoded and preprocessed ahead of the one being inferred
     prefetch_batches = 2
-
-    def _prefetch(self, items: Iterator[tuple[str, Image]], window: int) -> Iterator[Prepared]:
-        """`_load_and_prepare` over `items` on the worker threads, in order, with at most
-        `window` images submitted ahead of the consumer."""
-        yield from self._in_order(self._load_and_prepare, items, window)
 
     def _in_order(self, fn, calls: Iterable[tuple], window: int) -> Iterator:
         """fn(*args) for each args of `calls` on the worker threads, results in input order,

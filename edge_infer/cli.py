@@ -202,14 +202,11 @@ def classify(paths, model, fmt, recursive, tta, batch_size, threads) -> None:
     names = [str(f) for f in files] + [str(f) for f, _ in inputs.unlisted]
     writer = RecordWriter(sys.stdout, fmt, clf.classes, names=names)
 
-    def emit(record: dict | None) -> None:
-        """Write one record (None: flush at the end); an OSError here is the output's, not an
-        input's (those become error records in the workers), so it is told apart."""
+    def output(write, *args) -> None:
+        """A write of the results: an OSError here is the output's, not an input's (those
+        become error records in the workers), so it is told apart."""
         try:
-            if record is None:
-                writer.close()
-            else:
-                writer.write(record)
+            write(*args)
         except BrokenPipeError:
             raise
         except OSError as exc:
@@ -222,16 +219,16 @@ def classify(paths, model, fmt, recursive, tta, batch_size, threads) -> None:
     counts: dict[str, int] = {}
     try:
         for folder, reason in inputs.unlisted:  # an unreadable folder is an error, not skipped
-            emit(Failure(folder, reason).to_record())
+            output(writer.write, Failure(folder, reason).to_record())
             failed += 1
         with bar if show else contextlib.nullcontext():
             for outcome in clf.iter_predict(files, batch_size=batch_size):
                 failed += not outcome.ok
-                emit(outcome.to_record())
+                output(writer.write, outcome.to_record())
                 counts[outcome.status.value] = counts.get(outcome.status.value, 0) + 1
                 if show:
                     bar.update(1)
-        emit(None)
+        output(writer.close)
     except KeyboardInterrupt:
         click.echo(f"interrupted after {sum(counts.values())} of {len(files)} images", err=True)
         sys.exit(130)
