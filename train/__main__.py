@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -17,9 +18,17 @@ import numpy as np
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from .acquisition import RANGES
     from .dataset import MANIFEST, default_data_root
+    from .recipe import read_recipe
 
     ap = argparse.ArgumentParser(prog="python -m train", description=__doc__)
+    ap.add_argument(
+        "--recipe",
+        type=Path,
+        default=None,
+        help="a recipe file (TOML, keys = these options with underscores); flags override it",
+    )
     ap.add_argument("--data", type=Path, default=default_data_root(), help="dataset root")
     ap.add_argument("--out", type=Path, required=True, help="run folder to write")
     ap.add_argument("--manifest", type=Path, default=MANIFEST)
@@ -51,6 +60,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.5,
         help="probability of each photometric acquisition change (train.acquisition)",
+    )
+    ap.add_argument(
+        "--magnification",
+        type=float,
+        nargs=2,
+        default=list(RANGES.magnification),
+        metavar=("LO", "HI"),
+        help="magnification range of the acquisition augmentation (log-uniform)",
+    )
+    ap.add_argument(
+        "--lamp",
+        type=float,
+        nargs=2,
+        default=list(RANGES.brightness),
+        metavar=("LO", "HI"),
+        help="lamp intensity range of the acquisition augmentation (log-uniform)",
+    )
+    ap.add_argument(
+        "--linear-light",
+        type=float,
+        default=RANGES.linear_light,
+        help="share of lamp changes made in linear light with sensor clipping",
     )
     ap.add_argument(
         "--init-weights",
@@ -94,7 +125,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("default", "mirrored", "multiworker"),
         help="tf.distribute strategy: mirrored = all local GPUs/CPU, multiworker = TF_CONFIG hosts",
     )
+    first, _ = ap.parse_known_args(argv)
+    if first.recipe is not None:
+        ap.set_defaults(**read_recipe(first.recipe, ap))
     return ap.parse_args(argv)
+
+
+def acquisition_ranges(args: argparse.Namespace):
+    from .acquisition import RANGES
+
+    return replace(
+        RANGES,
+        magnification=tuple(args.magnification),
+        brightness=tuple(args.lamp),
+        linear_light=args.linear_light,
+    )
 
 
 def _git_commit() -> str:
@@ -168,12 +213,15 @@ def make_datasets(args: argparse.Namespace, spec, splits):
         not args.no_color_jitter,
         acquisition=args.acquisition,
         acquisition_p=args.acquisition_p,
+        ranges=acquisition_ranges(args),
     )
     ds_va = make_dataset(xva, yva, spec, 64, False)
     ds_select = ds_va
     if args.acquisition:
         ds_select = ds_va.concatenate(
-            make_dataset(xva, yva, spec, 64, False, shifted_seed=args.seed)
+            make_dataset(
+                xva, yva, spec, 64, False, shifted_seed=args.seed, ranges=acquisition_ranges(args)
+            )
         )
     return ds_tr, ds_select, ds_va, make_dataset(xte, yte, spec, 64, False)
 
@@ -210,23 +258,64 @@ def class_weights(kind: str, y: np.ndarray, n_classes: int) -> dict[int, float] 
 
 
 def fit(args: argparse.Namespace, model, ds_tr, ds_select, weights):
-    """Train; keep the best validation epoch (BestEpoch). Returns (history, best epoch, s)."""
+    """Train; keep the best validation epoch (BestEpoch). Returns (history, best epoch, s).
+
+    The run checkpoints every epoch into OUT/backup (model, optimiser, epoch, the best epoch
+    so far): the same command after a stopped run resumes where it stopped. Resumed epochs
+    draw their augmentation from the start of the seed's sequence again, so a resumed run is
+    not bit-identical to an uninterrupted one."""
     import keras
 
     from .callbacks import BestEpoch, ProgressLine
 
+    backup = args.out / "backup"
     ema = keras.callbacks.SwapEMAWeights(swap_on_epoch=False) if args.ema else None
-    best = BestEpoch(patience=args.patience, ema=ema)
+    best = BestEpoch(patience=args.patience, ema=ema, state_dir=backup)
+    log = args.out / "epochs.csv"
+    if not backup.exists():
+        log.unlink(missing_ok=True)
+    elapsed_file = backup / "seconds.txt"
+    before = float(elapsed_file.read_text()) if elapsed_file.exists() else 0.0
     t0 = time.time()
-    hist = model.fit(
+
+    class Elapsed(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            backup.mkdir(parents=True, exist_ok=True)
+            elapsed_file.write_text(f"{before + time.time() - t0:.1f}")
+
+    model.fit(
         ds_tr,
         validation_data=ds_select,
         epochs=args.epochs,
         verbose=0,
         class_weight=weights,
-        callbacks=[c for c in (ema, best, ProgressLine(args.epochs)) if c is not None],
+        callbacks=[
+            c
+            for c in (
+                keras.callbacks.BackupAndRestore(
+                    str(backup), delete_checkpoint=False, double_checkpoint=True
+                ),
+                ema,
+                best,
+                keras.callbacks.CSVLogger(str(log), append=True),
+                Elapsed(),
+                ProgressLine(args.epochs),
+            )
+            if c is not None
+        ],
     )
-    return hist.history, best.best_epoch, time.time() - t0
+    return read_epoch_log(log), best.best_epoch, before + time.time() - t0
+
+
+def read_epoch_log(path: Path) -> dict[str, list[float]]:
+    """The per-epoch metrics of every process of a (possibly resumed) run; an epoch logged
+    twice (stopped between the log and the checkpoint) keeps its last line."""
+    rows: dict[int, dict] = {}
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            rows[int(row["epoch"])] = row
+    keys = ["loss", "accuracy", "val_loss", "val_accuracy"]
+    return {k: [float(rows[e][k]) for e in sorted(rows)] for k in keys}
 
 
 def write_history(history: dict, best_epoch: int, out: Path) -> None:
@@ -252,6 +341,7 @@ def main(argv: list[str] | None = None) -> dict:
     from . import metrics as M
     from .dataset import CLASSES, manifest_hash
     from .model import count_flops
+    from .recipe import RECIPE_FILE, write_resolved
     from .report import plot_confusion
 
     keras.utils.set_random_seed(args.seed)
@@ -267,6 +357,8 @@ def main(argv: list[str] | None = None) -> dict:
     splits = load_splits(args)
     (xtr, ytr), (xva, yva), (xte, yte) = splits
     print(f"train {len(xtr)}  val {len(xva)}  test {len(xte)}  ({args.split_column})", flush=True)
+    command = "python -m train " + " ".join(sys.argv[1:] if argv is None else argv)
+    recipe = write_resolved(args, out, command)
     ds_tr, ds_select, ds_va, ds_te = make_datasets(args, spec, splits)
     model = compile_model(args, len(xtr), len(CLASSES))
     n_params = model.count_params()
@@ -342,11 +434,15 @@ def main(argv: list[str] | None = None) -> dict:
             "strategy": args.strategy,
             "cpu_count": os.cpu_count(),
         },
+        "acquisition_ranges": acquisition_ranges(args).to_json(),
+        "recipe": recipe,
+        "recipe_file": RECIPE_FILE,
         "classes": list(CLASSES),
+        "manifest": str(args.manifest),
         "manifest_sha256": manifest_hash(args.manifest),
         "versions": library_versions(),
         "git_commit": _git_commit(),
-        "command": "python -m train " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "config.json").write_text(json.dumps(vars(args), indent=2, default=str))
@@ -368,6 +464,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"best epoch {best_epoch}  {train_seconds / 60:.1f} min",
         flush=True,
     )
+    # the run is complete: the same command again trains anew instead of resuming
+    shutil.rmtree(out / "backup", ignore_errors=True)
     return metrics
 
 

@@ -8,7 +8,7 @@ thing the augmentation teaches. Every function takes and returns 8-bit BGR.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
@@ -28,6 +28,18 @@ class Ranges:
     jpeg_quality: tuple[int, int] = (30, 95)
     magnification: tuple[float, float] = (0.75, 1.33)
     resolution: tuple[float, float] = (1.0, 2.0)
+    #: share of lamp changes made in linear light (`exposure`) instead of on the 8-bit values
+    linear_light: float = 0.0
+
+    def to_json(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, d: dict | None) -> Ranges:
+        """A run's ranges from its metrics.json (runs made before they were recorded: RANGES)."""
+        if not d:
+            return cls()
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 RANGES = Ranges()
@@ -41,6 +53,19 @@ def _lut(fn) -> np.ndarray:
 def brightness(img: np.ndarray, factor: float) -> np.ndarray:
     """Lamp intensity / exposure: every channel times `factor` (saturating at white)."""
     return cv2.LUT(img, _lut(lambda x: x * factor))
+
+
+_SRGB = np.arange(256, dtype=np.float64) / 255.0
+_LINEAR = np.where(_SRGB <= 0.04045, _SRGB / 12.92, ((_SRGB + 0.055) / 1.055) ** 2.4)
+
+
+def exposure(img: np.ndarray, factor: float) -> np.ndarray:
+    """Lamp intensity / exposure time in linear light: the sensor's photons times `factor`,
+    clipped where the sensor saturates, then the camera's sRGB curve. A brighter lamp burns the
+    plasma background out to white while the cells keep some contrast, as a real camera does."""
+    lin = np.minimum(_LINEAR * factor, 1.0)
+    srgb = np.where(lin <= 0.0031308, lin * 12.92, 1.055 * lin ** (1 / 2.4) - 0.055)
+    return cv2.LUT(img, np.clip(srgb * 255.0 + 0.5, 0, 255).astype(np.uint8))
 
 
 def gamma(img: np.ndarray, g: float) -> np.ndarray:
@@ -150,7 +175,8 @@ def random_acquisition(
         wb = ranges.white_balance
         out = white_balance(out, u((-wb, wb)), u((-wb, wb)))
     if on():
-        out = brightness(out, log_u(ranges.brightness))
+        lamp = exposure if rng.random() < ranges.linear_light else brightness
+        out = lamp(out, log_u(ranges.brightness))
     if on():
         out = gamma(out, log_u(ranges.gamma))
     if on():

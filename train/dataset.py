@@ -202,6 +202,18 @@ def read_manifest(path: Path = MANIFEST) -> list[Record]:
         return [Record(**{k: row[k] for k in FIELDS}) for row in csv.DictReader(fh)]
 
 
+def run_manifest(metrics: dict) -> Path:
+    """The manifest a run was trained on (metrics.json), checked by its hash: a guard or site
+    reference fitted on another split would look at the run's own test images as training."""
+    path = Path(metrics.get("manifest", MANIFEST))
+    if not path.exists() and not Path(path).is_absolute():
+        path = PROJECT_ROOT / path
+    want = metrics.get("manifest_sha256")
+    if want and path.exists() and manifest_hash(path) != want:
+        raise SystemExit(f"{path}: not the manifest this run was trained on (sha256 differs)")
+    return path
+
+
 def manifest_hash(path: Path = MANIFEST) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 

@@ -20,20 +20,23 @@ import numpy as np
 
 from edge_infer.preprocess import PreprocessSpec, load_image, prepare
 
-from .acquisition import random_acquisition
-from .dataset import CLASSES, default_data_root, read_manifest, select
+from .acquisition import RANGES, Ranges, random_acquisition
+from .dataset import CLASSES, default_data_root, read_manifest, run_manifest, select
 from .image_guard import ImageStatsGuard
 
 GUARDS_FILE = "guards.json"
 OOD_STATS_FILE = "ood_stats.npz"
 
 
-def views(images: list[np.ndarray], copies: int, seed: int) -> list[np.ndarray]:
-    """The images, then `copies` random acquisitions of each (seeded)."""
+def views(
+    images: list[np.ndarray], copies: int, seed: int, ranges: Ranges = RANGES
+) -> list[np.ndarray]:
+    """The images, then `copies` random acquisitions of each (seeded), within the ranges the
+    run was trained on."""
     rng = np.random.default_rng(seed)
     out = list(images)
     for _ in range(copies):
-        out += [random_acquisition(img, rng) for img in images]
+        out += [random_acquisition(img, rng, ranges) for img in images]
     return out
 
 
@@ -73,8 +76,9 @@ def fit_guards(
     column = metrics["split_column"]
     model = keras.models.load_model(run / "model.keras", compile=False)
     probe = keras.Model(model.input, model.get_layer("features").output)
-    records = read_manifest()
+    records = read_manifest(run_manifest(metrics))
     n_copies = copies if acquisition else 0
+    ranges = Ranges.from_json(metrics.get("acquisition_ranges"))
 
     def load(split: str):
         rs = select(records, split, column)
@@ -91,7 +95,7 @@ def fit_guards(
     for i, split in enumerate(("train", "val", "test")):
         imgs, y = load(split)
         shifted = split != "test" and n_copies > 0
-        all_imgs = views(imgs, n_copies, seed=1000 + i) if shifted else imgs
+        all_imgs = views(imgs, n_copies, 1000 + i, ranges) if shifted else imgs
         x, st = inputs_and_stats(all_imgs, spec)
         reps = len(all_imgs) // len(imgs)
         out_sets[split] = (features(x), st, np.tile(y, reps), len(imgs))

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from edge_infer.preprocess import PreprocessSpec, load_image, prepare
 
-from .acquisition import random_acquisition
+from .acquisition import RANGES, Ranges, random_acquisition
 
 
 def load_prepared(path: str, spec: PreprocessSpec) -> np.ndarray:
@@ -46,11 +46,15 @@ def augment(x: tf.Tensor, seed: tf.Tensor, color_jitter: bool = True) -> tf.Tens
 
 
 def acquired_prepared(
-    img: np.ndarray, seed: np.ndarray, spec: PreprocessSpec, p: float = 0.5
+    img: np.ndarray,
+    seed: np.ndarray,
+    spec: PreprocessSpec,
+    p: float = 0.5,
+    ranges: Ranges = RANGES,
 ) -> np.ndarray:
     """A random acquisition of a decoded image (seeded), then edge_infer's preprocessing."""
     rng = np.random.default_rng([int(v) & 0x7FFFFFFF for v in np.ravel(seed)])
-    return prepare(random_acquisition(img, rng, p=p), spec)
+    return prepare(random_acquisition(img, rng, ranges, p=p), spec)
 
 
 def make_dataset(
@@ -64,15 +68,17 @@ def make_dataset(
     acquisition: bool = False,
     shifted_seed: int | None = None,
     acquisition_p: float = 0.5,
+    ranges: Ranges = RANGES,
 ) -> tf.data.Dataset:
     """Batches of (network input, label).
 
     `acquisition`: decoded images are cached and every epoch sees a new random acquisition
-    (train.acquisition) before edge_infer's preprocessing. `shifted_seed`: a fixed acquisition
-    per image (the same every epoch), for validating robustness."""
+    (train.acquisition, within `ranges`) before edge_infer's preprocessing. `shifted_seed`: a
+    fixed acquisition per image (the same every epoch, within `ranges`), for validating
+    robustness."""
     if acquisition or shifted_seed is not None:
         return _acquisition_dataset(
-            paths, labels, spec, batch_size, training, seed, shifted_seed, acquisition_p
+            paths, labels, spec, batch_size, training, seed, shifted_seed, acquisition_p, ranges
         )
     size = spec.input_size
     ds = _from_paths(paths, labels, lambda p: load_prepared(p, spec), tf.float32, (size, size, 3))
@@ -102,7 +108,7 @@ def _from_paths(paths, labels, load, dtype, shape) -> tf.data.Dataset:
 
 
 def _acquisition_dataset(
-    paths, labels, spec, batch_size, training, seed, shifted_seed, change_p=0.5
+    paths, labels, spec, batch_size, training, seed, shifted_seed, change_p=0.5, ranges=RANGES
 ):
     size = spec.input_size
     ds = _from_paths(paths, labels, load_image, tf.uint8, (None, None, 3))
@@ -115,7 +121,7 @@ def _acquisition_dataset(
 
     def _acquire(xy, s):
         x = tf.numpy_function(
-            lambda img, sd: acquired_prepared(img, sd, spec, change_p if training else 0.5),
+            lambda img, sd: acquired_prepared(img, sd, spec, change_p if training else 0.5, ranges),
             [xy[0], s],
             tf.float32,
         )

@@ -16,7 +16,7 @@ import numpy as np
 from edge_infer.preprocess import PreprocessSpec, load_image
 from edge_infer.site_stats import reference_from, site_statistics
 
-from .dataset import CLASSES, default_data_root, read_manifest, select
+from .dataset import CLASSES, default_data_root, read_manifest, run_manifest, select
 
 SITE_REFERENCE_FILE = "site_reference.json"
 
@@ -30,7 +30,7 @@ def read_site_reference(run: Path) -> dict | None:
 def fit_site_reference(run: Path, data: Path, limit: int = 0) -> dict:
     metrics = json.loads((run / "metrics.json").read_text())
     spec = PreprocessSpec.from_json(metrics["preprocess"])
-    records = select(read_manifest(), "train", metrics["split_column"])
+    records = select(read_manifest(run_manifest(metrics)), "train", metrics["split_column"])
     if limit:
         records = [r for c in CLASSES for r in [x for x in records if x.label == c][:limit]]
     stats = np.array([site_statistics(load_image(data / r.path), spec) for r in records])
