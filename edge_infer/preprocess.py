@@ -18,11 +18,27 @@ import numpy as np
 
 from .errors import ImageError
 from .fileops import NOT_A_FILE, ReadRefused, read_limited
-from .imageformat import SIGNATURE_BYTES, detect, supported_names
+from .imageformat import (
+    SIGNATURE_BYTES,
+    Header,
+    HeaderRefused,
+    ImageFormat,
+    detect,
+    jpeg_layout,
+    supported_names,
+)
 
 #: Refuse anything larger before decoding it (decompression bombs); a microscope camera frame
 #: is a few megapixels, 20 MP at most.
 MAX_PIXELS = 25_000_000
+#: Refuse images whose decoded pixels would take more than this (the pixel cap alone let a
+#: 445 KB float32 TIFF of 25 MP take 669 MB): an 8-bit RGB frame of 25 MP (75 MB) or a 16-bit
+#: RGB frame of 16 MP (96 MB) fits.
+MAX_DECODED_BYTES = 100_000_000
+#: Refuse progressive JPEGs with more scans than this: each scan is one more pass of the
+#: decoder over the whole image (a file repeating its last scan 1,000 times cost 22 s of CPU);
+#: encoders write about ten.
+MAX_JPEG_SCANS = 64
 #: Refuse files larger than this before reading them whole.
 MAX_FILE_BYTES = 64 * 1024 * 1024
 #: Smaller images cannot hold a cell at the dataset's magnification.
@@ -129,17 +145,48 @@ def _read_bytes(path: Path, name: str) -> bytes:
         raise ImageError(name, f"invalid path ({exc})") from None
 
 
+TRUNCATED_JPEG = "truncated JPEG (no end-of-image marker)"
+
+
 def incomplete_reason(data: bytes) -> str | None:
     """A reason if the encoded stream visibly stops early (decoders pad such files silently).
     Bytes after the end marker (some cameras append metadata) are accepted."""
     if data[:2] == b"\xff\xd8":
-        # truncated when a start-of-scan comes after the last end-of-image marker; searched
-        # forward from that marker, not backward through the whole compressed image (15 us)
-        if data.find(b"\xff\xda", data.rfind(b"\xff\xd9") + 1) != -1:
-            return "truncated JPEG (no end-of-image marker)"
-    elif data[:8] == b"\x89PNG\r\n\x1a\n" and data.rfind(b"IEND") < 8:
+        return None if jpeg_layout(data).complete else TRUNCATED_JPEG
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data.rfind(b"IEND") < 8:
         return "truncated PNG (no IEND chunk)"
     return None
+
+
+def _inspect(fmt: ImageFormat, data: bytes, name: str) -> tuple[Header, str | None]:
+    """The header (refused with a reason if it asks for too much) and a truncation reason;
+    a JPEG is walked once for both."""
+    try:
+        if fmt.name == "JPEG":
+            layout = jpeg_layout(data)
+            header, truncated = layout.header, None if layout.complete else TRUNCATED_JPEG
+        else:
+            header, truncated = fmt.header(data), incomplete_reason(data)
+    except HeaderRefused as exc:
+        raise ImageError(name, str(exc)) from None
+    if header is None:
+        raise ImageError(name, f"cannot read the image size from its {fmt.name} header")
+    w, h = header.width, header.height
+    if w * h > MAX_PIXELS:
+        raise ImageError(name, f"image is {w}x{h} px, over the {MAX_PIXELS}-pixel limit")
+    if min(w, h) < 1:
+        raise ImageError(name, f"{fmt.name} header declares an empty {w}x{h} image")
+    if w * h * header.bytes_per_pixel > MAX_DECODED_BYTES:
+        raise ImageError(
+            name,
+            f"image is {w}x{h} px at {header.bytes_per_pixel} bytes per pixel, over the "
+            f"{MAX_DECODED_BYTES // 1_000_000} MB decoded-size limit",
+        )
+    if header.scans > MAX_JPEG_SCANS:
+        raise ImageError(
+            name, f"progressive JPEG with {header.scans} scans, over the limit of {MAX_JPEG_SCANS}"
+        )
+    return header, truncated
 
 
 def _to_bgr_uint8(img: np.ndarray, name: str) -> np.ndarray:
@@ -191,16 +238,7 @@ def decode_image(data: bytes | bytearray | memoryview, name: str = "<bytes>") ->
     fmt = detect(data[:SIGNATURE_BYTES])
     if fmt is None:
         raise ImageError(name, f"not a supported image format (supported: {supported_names()})")
-    dims = fmt.dimensions(data)
-    if dims is None:
-        raise ImageError(name, f"cannot read the image size from its {fmt.name} header")
-    if dims[0] * dims[1] > MAX_PIXELS:
-        raise ImageError(
-            name, f"image is {dims[0]}x{dims[1]} px, over the {MAX_PIXELS}-pixel limit"
-        )
-    if min(dims) < 1:
-        raise ImageError(name, f"{fmt.name} header declares an empty {dims[0]}x{dims[1]} image")
-    truncated = incomplete_reason(data)
+    _, truncated = _inspect(fmt, data, name)
     if truncated:
         raise ImageError(name, truncated)
     buf = np.frombuffer(data, dtype=np.uint8)

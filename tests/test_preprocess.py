@@ -108,9 +108,10 @@ def test_truncated_jpeg(tmp_path, sample_images):
 
 
 def test_truncation_rule_on_every_cut_of_baseline_and_progressive_jpegs(sample_images):
-    """A JPEG is truncated when a start-of-scan (FFDA) comes after its last end-of-image
-    (FFD9): checked on every cut point (and with bytes appended after the end) of a baseline
-    and a progressive file (several scans) against that rule spelled directly."""
+    """A JPEG is truncated when its segments, walked from the start, stop before the
+    end-of-image marker: every strict prefix of a baseline and a progressive file (several
+    scans) is; the whole file, and the file with bytes appended after its end (an FF DA
+    among them included), is not."""
     from edge_infer.preprocess import incomplete_reason
 
     img = load_image(sample_images[0])
@@ -118,10 +119,11 @@ def test_truncation_rule_on_every_cut_of_baseline_and_progressive_jpegs(sample_i
     progressive = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
     assert progressive.count(b"\xff\xda") > 1
     for data in (baseline, progressive):
-        cuts = [*range(0, len(data), 97), len(data) - 1, len(data)]
-        for blob in [data[:n] for n in cuts] + [data + b"\xff\xdaEXTRA", data + b"trailer"]:
-            truncated = blob.rfind(b"\xff\xd9") < blob.rfind(b"\xff\xda")
-            assert (incomplete_reason(blob) is not None) == truncated
+        cuts = [*range(2, len(data), 97), len(data) - 1]
+        for blob in [data[:n] for n in cuts]:
+            assert incomplete_reason(blob) is not None
+        for blob in (data, data + b"\xff\xdaEXTRA", data + b"trailer"):
+            assert incomplete_reason(blob) is None
 
 
 def test_missing_directory_and_tiny(tmp_path):
