@@ -53,6 +53,8 @@ def _setup_logging(verbose: int = 0, quiet: int = 0, log_file: str | None = None
     -qq: errors only; -v: debug."""
     import logging
 
+    from .logfmt import PrintableFormatter
+
     level = logging.INFO + 10 * (quiet - verbose)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
@@ -60,11 +62,11 @@ def _setup_logging(verbose: int = 0, quiet: int = 0, log_file: str | None = None
             handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
         except OSError as exc:
             raise click.UsageError(f"--log-file {log_file}: {exc.strerror or exc}") from None
+    formatter = PrintableFormatter(LOG_FORMAT)
+    for handler in handlers:
+        handler.setFormatter(formatter)
     logging.basicConfig(
-        level=max(logging.DEBUG, min(level, logging.CRITICAL)),
-        format=LOG_FORMAT,
-        handlers=handlers,
-        force=True,
+        level=max(logging.DEBUG, min(level, logging.CRITICAL)), handlers=handlers, force=True
     )
 
 

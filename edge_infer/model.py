@@ -7,6 +7,8 @@ can read ONNX. `OnnxModel` is the only place that talks to onnxruntime.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 from pathlib import Path
 
@@ -125,6 +127,13 @@ class OnnxModel:
             raise ModelError(
                 self.path, f"the graph has {n_out} classes, the metadata {len(self.meta.classes)}"
             )
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """The model file's sha256: what a site check or an archive row names the model by
+        (a version string alone can be reused by an edited file). Read when first asked."""
+        with open(self.path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
 
     @property
     def threads(self) -> int:

@@ -9,9 +9,14 @@ request cannot stop the server. What the page or another program on the PC canno
   server's own, or whose Sec-Fetch-Site says cross-site, is refused (403), and a request whose
   Host is not the address it listens on is refused (DNS rebinding) unless it listens on all
   interfaces (then a loud warning says so);
-- idle or slow connections are closed after `SOCKET_TIMEOUT_S`; at most `MAX_CONNECTIONS` are
-  served at once (more are answered 503 at once, never spun on); at most `MAX_DECODES` images
-  are decoded at a time, so parallel decompression bombs cannot add up;
+- a request's line and headers must arrive within the idle timeout (`SOCKET_TIMEOUT_S`) of
+  the connection starting to wait for it, and a body at `MIN_BODY_RATE` after that grace
+  (serve_watchdog: a trickle of bytes cannot hold a connection); at most `MAX_CONNECTIONS`
+  are served at once: when all are taken the one that has waited longest for its request
+  is closed to make room, and only if every one is busy with a request is a new one answered
+  503 (never spun on); bodies are buffered against one server-wide budget of
+  `BODY_BUDGET_BODIES` maximal bodies (more get 503); at most `MAX_DECODES` images are
+  decoded at a time, so parallel decompression bombs cannot add up;
 - a multipart body may hold at most `MAX_PARTS` parts;
 - SIGTERM shuts it down cleanly (exit 0).
 """
@@ -36,17 +41,21 @@ import cv2
 
 from .classifier import Classifier
 from .errors import ImageError
+from .formats import printable
 from .preprocess import explain_overlay, load_image
 from .result import ERROR, vocabulary
 from .serve_limits import (
+    BODY_BUDGET_BODIES,
     DRAIN_LIMIT,
     LISTEN_BACKLOG,
     MAX_BODY_BYTES,
     MAX_CONNECTIONS,
     MAX_DECODES,
     MAX_PARTS,
+    MIN_BODY_RATE,
     SOCKET_TIMEOUT_S,
 )
+from .serve_watchdog import BODY, WAITING, WORKING, ConnectionWatch
 
 log = logging.getLogger("edge_infer.serve")
 
@@ -61,13 +70,16 @@ API_MODEL = "/api/model"
 API_SITE_CHECK = "/api/site-check"
 SITE_CHECK_PAGE = "/site-check"
 HEALTH = "/healthz"
+#: the upload page's policy (its script and style are files of its own)
+PAGE_CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
 
 
 class BadRequest(Exception):
-    def __init__(self, status: HTTPStatus, reason: str) -> None:
+    def __init__(self, status: HTTPStatus, reason: str, extra=()) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.extra = extra
 
 
 def static_file(name: str) -> bytes:
@@ -171,7 +183,25 @@ class Handler(BaseHTTPRequestHandler):
     counters: Counters
 
     def log_message(self, fmt: str, *args) -> None:
-        log.info("%s %s", self.address_string(), fmt % args)
+        # the request line is the client's: control characters escaped (log injection)
+        log.info("%s %s", self.address_string(), printable(fmt % args))
+
+    def setup(self) -> None:
+        super().setup()
+        self.conn = self.server.watch.add(self.connection)
+
+    def finish(self) -> None:
+        self.server.watch.remove(self.conn)
+        super().finish()
+
+    def handle_one_request(self) -> None:
+        self.server.watch.enter(self.conn, WAITING)
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        self.server.watch.enter(self.conn, WORKING)
+        return ok
 
     def handle(self) -> None:
         try:
@@ -179,7 +209,9 @@ class Handler(BaseHTTPRequestHandler):
         except (ConnectionError, TimeoutError) as exc:
             log.info("%s: connection ended (%s)", self.address_string(), type(exc).__name__)
 
-    def _send(self, status: int, body: bytes, content_type: str, extra=()) -> None:
+    def _send(
+        self, status: int, body: bytes, content_type: str, extra=(), csp: str = PAGE_CSP
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -190,10 +222,7 @@ class Handler(BaseHTTPRequestHandler):
         for k, v in extra:
             self.send_header(k, v)
         if content_type.startswith("text/html"):
-            self.send_header(
-                "Content-Security-Policy",
-                "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
-            )
+            self.send_header("Content-Security-Policy", csp)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -230,7 +259,7 @@ class Handler(BaseHTTPRequestHandler):
         why = self._foreign_request()
         if why:
             self.counters.add("refused")
-            log.warning("%s: refused, %s", self.address_string(), why)
+            log.warning("%s: refused, %s", self.address_string(), printable(why))
             self._error(HTTPStatus.FORBIDDEN, f"refused: {why}")
             return True
         return False
@@ -273,29 +302,50 @@ class Handler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def _site_check(self, path: str) -> None:
-        """The site-check report given with --site-report: its verdict as JSON, or the page."""
+        """The site-check report given with --site-report: its verdict as JSON, or the page
+        under the report's own Content-Security-Policy (its styles are inline). A report made
+        with another model file than the one served says so instead of its verdict."""
         from .site_check import VERDICT_WORDS
-        from .site_report import verdict_of
+        from .site_report import CSP, model_of, verdict_of
 
         report = self.site_report
         try:
             html = report.read_text(encoding="utf-8") if report else None
-        except OSError:
+        except (OSError, UnicodeDecodeError):
             html = None
         verdict = verdict_of(html) if html else None
         if verdict is None:
             self._error(HTTPStatus.NOT_FOUND, "no site check report (edge-infer check-site)")
-        elif path == SITE_CHECK_PAGE:
-            self._send(200, html.encode("utf-8"), "text/html; charset=utf-8")
-        else:
-            self._json(
+            return
+        if path == SITE_CHECK_PAGE:
+            self._send(
                 200,
-                {
-                    "site_verdict": verdict.value,
-                    "verdict_words": VERDICT_WORDS[verdict],
-                    "url": SITE_CHECK_PAGE,
-                },
+                html.encode("utf-8"),
+                "text/html; charset=utf-8",
+                csp=f"{CSP}; frame-ancestors 'none'",
             )
+            return
+        made_with = model_of(html)
+        served = (self.classifier.version, self.classifier.model.sha256)
+        matches = made_with is not None and made_with[1] == served[1]
+        words = VERDICT_WORDS[verdict]
+        if not matches:
+            other = f"model {made_with[0]}" if made_with else "an unknown model"
+            words = (
+                f"Not for this model: the site check was made with {other}, this server runs "
+                f"{served[0]} (another file). Run edge-infer check-site again."
+            )
+        self._json(
+            200,
+            {
+                "site_verdict": verdict.value,
+                "verdict_words": words,
+                "url": SITE_CHECK_PAGE,
+                "model_matches": matches,
+                "report_model_version": made_with[0] if made_with else None,
+                "report_model_sha256": made_with[1] if made_with else None,
+            },
+        )
 
     def _not_allowed(self) -> None:
         self._error(HTTPStatus.METHOD_NOT_ALLOWED, f"{self.command} is not supported")
@@ -311,58 +361,100 @@ class Handler(BaseHTTPRequestHandler):
             if url.path != API_CLASSIFY:
                 self._error(HTTPStatus.NOT_FOUND, f"no such endpoint: {url.path}")
                 return
-            body = self._read_body()
-            data, name = extract_upload(self.headers.get("Content-Type", ""), body)
-            del body
-            query = parse_qs(url.query)
-            want_overlay = query.get("overlay", ["0"])[0] in ("1", "true")
-            tta = query.get("tta", ["0"])[0] in ("1", "true")
-            with self.decode_slots:  # bounded memory: at most MAX_DECODES images at a time
-                try:
-                    bgr = load_image(data, name)
-                    pred = self.classifier.predict(bgr, tta=tta, name=name)
-                except ImageError as exc:
-                    raise BadRequest(HTTPStatus.BAD_REQUEST, exc.reason) from None
-                record = pred.to_record()
-                if want_overlay:
-                    record["image_png"] = png_data_url(bgr)
-                    record["overlay_png"] = png_data_url(
-                        explain_overlay(bgr, self.classifier.meta.preprocess)
-                    )
-            self.counters.add("classified")
-            self._json(200, record)
+            body, reserved = self._read_body()
+            try:
+                self._classify_body(url, body)
+            finally:
+                del body
+                self.server.watch.release(reserved)
         except BadRequest as exc:
-            self._error(exc.status, exc.reason)
+            self._error(exc.status, exc.reason, exc.extra)
         except (ConnectionError, TimeoutError):
             raise
         except Exception as exc:
             log.exception("POST %s failed", self.path)
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {type(exc).__name__}")
 
-    def _read_body(self) -> bytes:
+    def _classify_body(self, url, body: bytearray) -> None:
+        """Decode and classify an upload (at most MAX_DECODES at a time); answer JSON."""
+        data, name = extract_upload(self.headers.get("Content-Type", ""), body)
+        query = parse_qs(url.query)
+        want_overlay = query.get("overlay", ["0"])[0] in ("1", "true")
+        tta = query.get("tta", ["0"])[0] in ("1", "true")
+        with self.decode_slots:  # bounded memory: at most MAX_DECODES images at a time
+            try:
+                bgr = load_image(data, name)
+                pred = self.classifier.predict(bgr, tta=tta, name=name)
+            except ImageError as exc:
+                raise BadRequest(HTTPStatus.BAD_REQUEST, exc.reason) from None
+            record = pred.to_record()
+            if want_overlay:
+                record["image_png"] = png_data_url(bgr)
+                record["overlay_png"] = png_data_url(
+                    explain_overlay(bgr, self.classifier.meta.preprocess)
+                )
+        self.counters.add("classified")
+        self._json(200, record)
+
+    def _read_body(self) -> tuple[bytearray, int]:
+        """The body, read against the server's budget of buffered bytes and the body's
+        deadline; returns it and the bytes reserved (released by the caller)."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "send a Content-Length, not chunked")
-        try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
-            raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "Content-Length required") from None
+        value = self.headers.get("Content-Length", "").strip()
+        if not value.isascii() or not value.isdigit():  # int() also takes "+5", "1_234"
+            self.close_connection = True
+            raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "Content-Length required (digits)")
+        length = int(value)
         if length > self.max_body:
             self.close_connection = True
             if length <= DRAIN_LIMIT:  # read it away, so the client sees the 413, not a reset
+                self.server.watch.enter(self.conn, BODY)  # at the minimum rate too
                 remaining = length
                 while remaining > 0:
                     chunk = self.rfile.read(min(remaining, 1 << 16))
                     if not chunk:
                         break
                     remaining -= len(chunk)
+                    self.conn.received = length - remaining
             raise BadRequest(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 f"body of {length} bytes is over the {self.max_body}-byte limit",
             )
         if length <= 0:
             raise BadRequest(HTTPStatus.BAD_REQUEST, "empty body: send an image")
-        body = self.rfile.read(length)
-        if len(body) < length:
+        if not self.server.watch.reserve(length):
+            self.close_connection = True
+            raise BadRequest(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                "server busy receiving other uploads, retry shortly",
+                [("Retry-After", "1")],
+            )
+        try:
+            return self._read_exactly(length), length
+        except BaseException:
+            self.server.watch.release(length)
+            raise
+
+    def _read_exactly(self, length: int) -> bytearray:
+        """`length` bytes into one buffer (no chunks joined), the progress visible to the
+        reaper, which closes a body that falls below the minimum rate."""
+        self.server.watch.enter(self.conn, BODY)
+        body = bytearray(length)
+        view = memoryview(body)
+        got = 0
+        try:
+            while got < length:
+                n = self.rfile.readinto(view[got : got + (1 << 16)])
+                if not n:
+                    break
+                got += n
+                self.conn.received = got
+        finally:
+            view.release()
+            self.server.watch.enter(self.conn, WORKING)
+        if got < length:
+            self.close_connection = True
             raise BadRequest(HTTPStatus.BAD_REQUEST, "body shorter than its Content-Length")
         return body
 
@@ -386,8 +478,12 @@ class BoundedServer(ThreadingHTTPServer):
         self._slots = threading.BoundedSemaphore(self.max_connections)
         super().server_activate()
 
+    watch: ConnectionWatch  # set by make_server
+
     def process_request(self, request, client_address) -> None:
-        if not self._slots.acquire(blocking=False):
+        if not self._slots.acquire(blocking=False) and not (
+            self.watch.evict_longest_waiting() and self._slots.acquire(timeout=1.0)
+        ):
             with contextlib.suppress(OSError):
                 request.sendall(BUSY_RESPONSE)
             self.shutdown_request(request)
@@ -402,6 +498,10 @@ class BoundedServer(ThreadingHTTPServer):
 
     def handle_error(self, request, client_address) -> None:
         log.exception("connection from %s failed", client_address[0])
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.watch.close()
 
 
 def make_server(
@@ -428,4 +528,6 @@ def make_server(
         server_cls = type("BoundedServer6", (BoundedServer,), {"address_family": socket.AF_INET6})
     else:
         server_cls = BoundedServer
-    return server_cls((host, port), handler)
+    server = server_cls((host, port), handler)
+    server.watch = ConnectionWatch(idle_timeout, MIN_BODY_RATE, BODY_BUDGET_BODIES * max_body)
+    return server

@@ -13,3 +13,7 @@ MAX_DECODES = 2
 #: parts a multipart body may hold
 MAX_PARTS = 16
 LISTEN_BACKLOG = 128
+#: a body must arrive at this rate (bytes/s) once the idle timeout's grace is over
+MIN_BODY_RATE = 64 * 1024
+#: bytes of request bodies buffered at once, server-wide, as a number of maximal bodies
+BODY_BUDGET_BODIES = 4

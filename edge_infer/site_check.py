@@ -137,6 +137,7 @@ class SiteImage:
 class SiteReport:
     folder: str
     model: str
+    model_sha256: str
     n: int
     verdict: Verdict
     findings: list[Finding]
@@ -156,6 +157,7 @@ class SiteReport:
         return {
             "folder": self.folder,
             "model_version": self.model,
+            "model_sha256": self.model_sha256,
             "n_images": self.n,
             "site_verdict": self.verdict.value,
             "verdict_words": VERDICT_WORDS[self.verdict],
@@ -535,6 +537,7 @@ def summarise(clf: Classifier, folder: str, images: list[SiteImage], labelled: b
     return SiteReport(
         folder=folder,
         model=meta.version,
+        model_sha256=clf.model.sha256,
         n=n,
         verdict=verdict,
         findings=findings,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import re
-from html import escape
+from html import escape, unescape
 
 from .result import Status
 from .site_check import VERDICT_WORDS, SiteReport, StatSummary, Verdict
@@ -172,6 +172,14 @@ def _refused(report: SiteReport) -> str:
 
 
 VERDICT_META = "edge-infer-site-verdict"
+#: the model the report was made with: "<version> <sha256 of the model file>"
+MODEL_META = "edge-infer-site-model"
+
+
+def model_of(html: str) -> tuple[str, str] | None:
+    """(version, sha256) of the model a written report was made with, or None."""
+    m = re.search(rf'<meta name="{MODEL_META}" content="([^" ]*) ([0-9a-f]{{64}})">', html)
+    return (unescape(m.group(1)), m.group(2)) if m else None
 
 
 def verdict_of(html: str) -> Verdict | None:
@@ -191,9 +199,11 @@ def render(report: SiteReport) -> str:
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="{VERDICT_META}" content="{report.verdict.value}">
+<meta name="{MODEL_META}" content="{escape(report.model.replace(" ", "_"))} {report.model_sha256}">
 <title>Site check: {escape(report.verdict.value)}</title><style>{STYLE}</style></head>
 <body>
 <h1>Site check for model {escape(report.model)}</h1>
+<p class="muted">Model file sha256 {report.model_sha256}.</p>
 <p class="muted">{report.n} images from {escape(report.folder)}, {escape(when)}. The check
 changes nothing in the model: no guard or threshold is relaxed.</p>
 <div class="verdict {VERDICT_CLASS[report.verdict]}" id="verdict"
