@@ -4,6 +4,7 @@ complete at its destination, never a partial file under the recorded name."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -19,11 +20,24 @@ class ReadRefused(Exception):
     """The file is not worth retrying (too big, not a regular file)."""
 
 
-def read_limited(path: str | Path, max_bytes: int) -> bytes:
+#: the reason given for a symbolic link where the watcher expects a file of its own
+SYMLINK = "is a symbolic link: not followed (what it points to is not this folder's)"
+
+
+def read_limited(path: str | Path, max_bytes: int, follow_symlinks: bool = True) -> bytes:
     """The whole file, refusing non-regular files and files over `max_bytes`
     before reading them (a FIFO would block, /dev/zero would never end, a 3 GB file would cost
-    3 GB). OSError is left to the caller: it may be transient."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    3 GB). OSError is left to the caller: it may be transient. `follow_symlinks=False`
+    refuses a link (the watcher: a link in its inbox may point at any file of the PC)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    if not follow_symlinks:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow_symlinks:
+            raise ReadRefused(SYMLINK) from None
+        raise
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
@@ -65,6 +79,9 @@ def durable_move(src: Path, dest: Path) -> None:
     fsync, rename, fsync the folder, then remove the original. An existing complete `dest`
     (a crash after the copy) is kept and the original removed."""
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if os.path.islink(src):
+        _move_link(src, dest)
+        return
     if dest.exists():
         if dest.stat().st_size == src.stat().st_size:
             src.unlink()
@@ -75,7 +92,7 @@ def durable_move(src: Path, dest: Path) -> None:
         fsync_dir(dest.parent)
         return
     except OSError as exc:
-        if exc.errno != 18:  # EXDEV: another filesystem; anything else is a real failure
+        if exc.errno != errno.EXDEV:  # another filesystem; anything else is a real failure
             raise
     import shutil  # here, not at import: it loads the compression modules (start-up time)
 
@@ -95,15 +112,45 @@ def durable_move(src: Path, dest: Path) -> None:
     fsync_dir(src.parent)
 
 
+def _move_link(src: Path, dest: Path) -> None:
+    """A symbolic link is moved as a link (recreated across filesystems), never as a copy of
+    what it points to."""
+    try:
+        os.rename(src, dest)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        tmp = dest.with_name(f".{dest.name}.edge-infer-part")
+        os.symlink(os.readlink(src), tmp)
+        os.replace(tmp, dest)
+        src.unlink()
+    fsync_dir(dest.parent)
+
+
 class LockHeld(Exception):
     """Another process holds the lock."""
 
 
+class LockUnsafe(Exception):
+    """The lock's name is a link or a file with other names: not used (the message says)."""
+
+
 def lock_exclusive(path: Path) -> IO[bytes]:
     """An exclusive, non-blocking lock on `path` (created if missing), held while the returned
-    file stays open; the OS releases it when the process dies, even after kill -9."""
+    file stays open; the OS releases it when the process dies, even after kill -9.
+
+    The name is never followed if it is a link, and the file is truncated (to write the
+    holder's PID) only once it is locked and known to be a regular file with one name: a link
+    planted at a lock's name could otherwise truncate whatever it points to."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fh = open(path, "a+b", buffering=0)  # noqa: SIM115 - the open file IS the lock
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags | getattr(os, "O_BINARY", 0), 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LockUnsafe(f"{path} is a symbolic link; refusing to use it as a lock") from None
+        raise
+    fh = os.fdopen(fd, "r+b", buffering=0)
     try:
         if os.name == "nt":
             import msvcrt
@@ -116,11 +163,41 @@ def lock_exclusive(path: Path) -> IO[bytes]:
     except OSError:
         fh.close()
         raise LockHeld(str(path)) from None
+    st = os.fstat(fh.fileno())
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        fh.close()
+        raise LockUnsafe(f"{path} is not a plain lock file (a device, or a file with other names)")
     try:  # who holds it, for people; optional (the disk may be full)
-        fh.seek(0)
-        fh.truncate()
+        fh.truncate(0)
         fh.write(f"{os.getpid()}\n".encode())
-        fh.flush()
     except OSError:
         pass
     return fh
+
+
+def private_dir(environ: dict[str, str] | None = None) -> Path:
+    """A folder for this user's lock files that no other user can write to: $EDGE_INFER_LOCK_DIR,
+    systemd's $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/edge-infer, else ~/.cache/edge-infer (never
+    the shared /tmp, where another user could hold or plant a lock's name). Created mode 700;
+    refused if it is a link or others may write to it."""
+    env = os.environ if environ is None else environ
+    if env.get("EDGE_INFER_LOCK_DIR"):
+        folder = Path(env["EDGE_INFER_LOCK_DIR"])
+    elif env.get("RUNTIME_DIRECTORY"):
+        folder = Path(env["RUNTIME_DIRECTORY"].split(":")[0])
+    elif env.get("XDG_RUNTIME_DIR"):
+        folder = Path(env["XDG_RUNTIME_DIR"]) / "edge-infer"
+    elif os.name == "nt" and env.get("LOCALAPPDATA"):
+        folder = Path(env["LOCALAPPDATA"]) / "edge-infer"
+    else:
+        folder = Path.home() / ".cache" / "edge-infer"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = os.lstat(folder)
+    if os.name != "nt":
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+            raise PermissionError(f"lock folder {folder} is a link or not a folder")
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            raise PermissionError(
+                f"lock folder {folder} is not this user's own (owner or others may write)"
+            )
+    return folder

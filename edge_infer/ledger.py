@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import logging
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .fileops import LockHeld, lock_exclusive
+from .fileops import LockHeld, LockUnsafe, lock_exclusive
 from .formats import RecordWriter
 from .result import PATH
 
@@ -52,7 +53,8 @@ class ResultsLedger:
     """The results file (JSON lines, or CSV by suffix), read back as the finished files."""
 
     def __init__(self, path: Path, classes: Sequence[str]) -> None:
-        self.path = Path(os.path.abspath(path))
+        # the file itself, not a link's name: two names of one file take one lock
+        self.path = Path(os.path.realpath(path))
         self.fmt = "csv" if self.path.suffix.lower() == ".csv" else "jsonl"
         self.classes = tuple(classes)
         if self.path.exists() and not self.path.is_file():
@@ -63,11 +65,15 @@ class ResultsLedger:
             raise LedgerInUse(
                 f"{self.path} is in use by another watcher (lock {self.path.name}.lock)"
             ) from None
+        except LockUnsafe as exc:
+            raise LedgerError(str(exc)) from None
         except OSError as exc:  # an unwritable or missing folder
             raise LedgerError(
                 f"cannot use results file {self.path} ({exc.strerror or exc})"
             ) from None
         self.entries: dict[Key, Entry] = {}
+        # (folder, size, sha256) -> (path, moved_to): the same image under another name or mtime
+        self._by_content: dict[tuple[str, int, str], tuple[str, str | None]] = {}
         try:
             self._repair_and_load()
             self._open()
@@ -105,7 +111,7 @@ class ResultsLedger:
                 )
             except (KeyError, TypeError, ValueError):
                 continue
-            self.entries[key] = entry
+            self._remember(key, entry)
 
     def _rows(self, data: bytes):
         if self.fmt == "csv":
@@ -121,7 +127,16 @@ class ResultsLedger:
     # ------------------------------------------------------------------ writing
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = open(self.path, "a", newline="", **ENCODING)  # noqa: SIM115
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self.path, flags, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # swapped for a link: never append to another file
+                raise OSError(
+                    exc.errno, "the results file was replaced by a symbolic link; not followed"
+                ) from None
+            raise
+        self.fh = open(fd, "a", newline="", **ENCODING)  # noqa: SIM115
         self.writer = RecordWriter(self.fh, self.fmt, self.classes, LEDGER_FIELDS)
         self.writer.header_done = self.path.stat().st_size > 0
         if self.fmt == "csv" and self.writer.header_done:
@@ -139,7 +154,7 @@ class ResultsLedger:
         """A results file deleted or rotated under us: write to the file at the path again
         (records written to an unlinked file would be lost)."""
         try:
-            same = os.stat(self.path).st_ino == self._inode
+            same = os.lstat(self.path).st_ino == self._inode
         except FileNotFoundError:
             same = False
         if not same:
@@ -166,9 +181,22 @@ class ResultsLedger:
             with contextlib.suppress(OSError):
                 self.fh.close()
             raise
-        self.entries[(record[PATH], record["size"], record["mtime_ns"])] = Entry(
-            record["sha256"], record.get("inode"), record.get("moved_to")
+        self._remember(
+            (record[PATH], record["size"], record["mtime_ns"]),
+            Entry(record["sha256"], record.get("inode"), record.get("moved_to")),
         )
+
+    def _remember(self, key: Key, entry: Entry) -> None:
+        self.entries[key] = entry
+        if entry.sha256:
+            content = (os.path.dirname(key[0]), key[1], entry.sha256)
+            self._by_content[content] = (key[0], entry.moved_to)
+
+    def same_image(self, path: str, size: int, sha256: str) -> tuple[str, str | None] | None:
+        """(path, moved_to) of the last finished file in the same folder with this size and
+        content, if any (the file itself after an mtime change, or its name before a
+        rename)."""
+        return self._by_content.get((os.path.dirname(path), size, sha256))
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -14,7 +14,14 @@ What a lab's folders do to it, and what it does:
 - a full disk or a read-only results file pauses the watcher (nothing moved, nothing lost) and
   it resumes when writing works again; a results file deleted or rotated is started again;
 - moves to --done-dir/--failed-dir are durable (edge_infer.fileops.durable_move) and a failed
-  move is retried to the same recorded name, never to a new one.
+  move is retried to the same recorded name, never to a new one;
+- a symbolic link in the folder is recorded as an error and left where it is: never read,
+  never moved as a copy of what it points to; the folder itself is checked every scan
+  (device + inode) and not followed if it is swapped for a link or another folder;
+- a file renamed while it is classified is recorded once, without a move that did not
+  happen; the same size and content in the same folder under a name that has gone, or at
+  the same path with another mtime (DST on a share, `touch`), is not classified again;
+- the folder lock lives in a folder of the user's own (fileops.private_dir), not /tmp.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import hashlib
 import logging
 import os
 import signal
-import tempfile
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,7 +39,16 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .classifier import DEFAULT_BATCH, Classifier
-from .fileops import LockHeld, ReadRefused, durable_move, lock_exclusive, read_limited
+from .fileops import (
+    SYMLINK,
+    LockHeld,
+    LockUnsafe,
+    ReadRefused,
+    durable_move,
+    lock_exclusive,
+    private_dir,
+    read_limited,
+)
 from .formats import printable
 from .imageformat import IMAGE_SUFFIXES, SIGNATURE_BYTES, detect
 from .inputs import is_hidden_or_temporary
@@ -65,9 +81,19 @@ def looks_like_image(path: Path) -> bool:
 
 
 def folder_lock_path(folder: Path) -> Path:
-    """A lock file per watched folder, outside it (the folder may be a read-only share)."""
+    """A lock file per watched folder, outside it (the folder may be a read-only share), in a
+    folder of this user's own (fileops.private_dir), not the shared /tmp."""
     digest = hashlib.sha256(str(folder).encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"edge-infer-watch-{digest}.lock"
+    return private_dir() / f"watch-{digest}.lock"
+
+
+def folder_identity(folder: Path) -> tuple[int, int] | None:
+    """(device, inode) of the folder itself, None if it is a link or not a folder."""
+    try:
+        st = os.lstat(folder)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
 
 
 @dataclass
@@ -120,10 +146,15 @@ class Watcher:
     ) -> None:
         self.folder = Path(os.path.realpath(folder))
         self.clf = classifier
+        # the folder watched is this one: a folder swapped for a link or another folder under
+        # the same name is not followed (checked every scan)
+        self._identity = folder_identity(self.folder)
         try:
             self._folder_lock = lock_exclusive(folder_lock_path(self.folder))
         except LockHeld:
             raise FolderInUse(f"{self.folder} is already watched by another watcher") from None
+        except (OSError, LockUnsafe) as exc:
+            raise FolderInUse(f"cannot use the watcher's folder lock: {exc}") from None
         try:
             self.ledger = ResultsLedger(Path(results), classifier.classes)
         except LedgerInUse:
@@ -158,10 +189,12 @@ class Watcher:
                     if entry.name.startswith("."):
                         continue
                     try:
-                        if entry.is_dir(follow_symlinks=False):
+                        if entry.is_symlink():
+                            yield entry  # recorded as a link, never followed
+                        elif entry.is_dir(follow_symlinks=False):
                             if self.recursive and Path(entry.path) not in skip:
                                 stack.append(Path(entry.path))
-                        elif entry.is_file():
+                        elif entry.is_file(follow_symlinks=False):
                             yield entry
                     except OSError:
                         continue
@@ -171,6 +204,14 @@ class Watcher:
         for a retry); None if the folder is unreachable."""
         now = time.monotonic()
         try:
+            identity = folder_identity(self.folder)
+            if self._identity is None:  # the folder did not exist at start
+                self._identity = identity
+            if identity != self._identity:
+                raise OSError(
+                    "it is no longer the folder watched at start (replaced, or now a link); "
+                    "not followed"
+                )
             entries = list(self._walk())
         except OSError as exc:
             if not self._folder_missing:
@@ -198,7 +239,7 @@ class Watcher:
         if is_hidden_or_temporary(path):
             return None
         try:
-            st = entry.stat()
+            st = entry.stat(follow_symlinks=False)
         except OSError:
             return None
         key = (entry.path, st.st_size, st.st_mtime_ns)
@@ -217,6 +258,8 @@ class Watcher:
         wait = self.settle if st.st_size or self.once else max(self.settle, EMPTY_SETTLE_S)
         if now - t.since < wait or now < t.retry_at:
             return True
+        if entry.is_symlink():
+            return key if path.suffix.lower() in IMAGE_SUFFIXES else None
         if path.suffix.lower() not in IMAGE_SUFFIXES and not looks_like_image(path):
             self._ignored.add(key)  # not an image by name or content: not ours
             del self._tracked[entry.path]
@@ -247,14 +290,14 @@ class Watcher:
         """The file's content, or a final error; None means "not now" (a retry is scheduled,
         the file changed while read, or it is already done under a new inode)."""
         try:
-            data = read_limited(key[0], MAX_FILE_BYTES)
+            data = read_limited(key[0], MAX_FILE_BYTES, follow_symlinks=False)
         except ReadRefused as exc:
             return FileRead(key, None, "", str(exc), None)
         except OSError as exc:
             reason = f"cannot read file ({exc.strerror or exc})"
             return None if self._retry_later(key, reason) else FileRead(key, None, "", reason, None)
         try:
-            st = os.stat(key[0])
+            st = os.lstat(key[0])
             changed = (st.st_size, st.st_mtime_ns) != key[1:]
         except OSError:
             changed = True
@@ -266,11 +309,36 @@ class Watcher:
         if incomplete and self._retry_later(key, incomplete + ", still being written?"):
             return None
         done = self.ledger.entries.get(key)
-        if done is not None and done.sha256 == digest:  # same content, new inode (a remount)
+        same = self._same_image(key, digest)
+        if (done is not None and done.sha256 == digest) or same is not None:
+            # the same content at the same path (a remount: new inode; a touch or a DST shift
+            # on a share: new mtime), or under another name in the same folder whose old name
+            # is gone (renamed while it was classified): classified already, not again
             self._tracked.pop(key[0], None)
             self._ignored.add(key)
+            if same is not None and same != key[0]:
+                log.info(
+                    "%s: same image (size and sha256) as %s, classified already; not again",
+                    key[0],
+                    same,
+                )
             return None
         return FileRead(key, data, digest, "", st.st_ino)
+
+    def _same_image(self, key: Key, digest: str) -> str | None:
+        """The path of an earlier record of this very file: the same size and content in the
+        same folder, at this path or at a name that has gone, and not moved away by us (an
+        image moved to --done-dir that comes again is a new delivery, classified again; two
+        present files with one content are two files)."""
+        earlier = self.ledger.same_image(key[0], key[1], digest)
+        if earlier is None:
+            return None
+        path, moved_to = earlier
+        if moved_to is not None and os.path.lexists(moved_to):
+            return None
+        if path != key[0] and os.path.lexists(path):
+            return None
+        return path
 
     def process(self, keys: list[Key]) -> None:
         """Classify in batches; one record per file, appended as each batch finishes."""
@@ -296,7 +364,15 @@ class Watcher:
         key = read.key
         record = outcome.to_record()
         target = self.done_dir if outcome.ok else self.failed_dir
+        if read.error == SYMLINK:
+            target = None  # a link stays where it is: never a copy of what it points to
         dest = self._destination(target, key[0]) if target else None
+        if dest is not None and not self._still_there(read):
+            log.warning(
+                "%s: renamed or removed while it was classified; recorded without a move",
+                key[0],
+            )
+            dest = None
         record.update(
             sha256=read.digest,
             size=key[1],
@@ -331,6 +407,15 @@ class Watcher:
             self._finish_move(key[0], dest)
         return True
 
+    @staticmethod
+    def _still_there(read: FileRead) -> bool:
+        """The file read is still at its path (same inode and size): a move can be recorded."""
+        try:
+            st = os.lstat(read.key[0])
+        except OSError:
+            return False
+        return (read.inode is None or st.st_ino == read.inode) and st.st_size == read.key[1]
+
     def _destination(self, folder: Path, src: str) -> Path:
         """folder/name, or folder/stem-1.ext, -2, ... so nothing is overwritten."""
         name = Path(src).name
@@ -349,7 +434,9 @@ class Watcher:
             durable_move(Path(src), dest)
             self._move_retry_at.pop(src, None)
         except FileNotFoundError:
-            pass
+            self._move_retry_at.pop(src, None)
+            if not dest.exists():
+                log.warning("%s: gone before it could be moved to %s; not moved", src, dest)
         except OSError as exc:
             log.warning(
                 "could not move %s to %s: %s (retrying in %.0f s)", src, dest, exc, MOVE_RETRY_S
