@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import NoReturn
 
@@ -14,9 +15,14 @@ import click
 from . import __version__
 from .classifier import DEFAULT_BATCH
 from .errors import EdgeInferError, ModelError
-from .formats import FORMATS, RecordWriter
+from .formats import FORMATS, RecordWriter, terminal_text
 from .inputs import expand_paths
 from .serve_limits import SOCKET_TIMEOUT_S
+
+
+def echo(text: str = "", err: bool = False) -> None:
+    """click.echo through formats.terminal_text: every line printed is escaped the same way."""
+    click.echo(terminal_text(text), err=err)
 
 
 class _ResultsNotWritten(Exception):
@@ -130,7 +136,7 @@ def _versions(ctx: click.Context, _param, value: bool) -> None:
         model = OnnxModel(threads=1).meta.version
     except EdgeInferError as exc:
         model = f"unusable ({exc})"
-    click.echo(
+    echo(
         f"edge-infer {__version__}, bundled model {model}; onnxruntime {ort.__version__}, "
         f"opencv {cv2.__version__}, numpy {np.__version__}, python {sys.version.split()[0]}"
     )
@@ -157,10 +163,22 @@ _AS_PROGRAM = False
 
 
 def run() -> None:
-    """The `edge-infer` program (console script and `python -m edge_infer`)."""
+    """The `edge-infer` program (console script and `python -m edge_infer`). Click's own
+    error messages (a folder that does not exist, a bad option value) name what the user
+    gave: they are escaped like every other line (formats.terminal_text)."""
     global _AS_PROGRAM
     _AS_PROGRAM = True
-    main(prog_name="edge-infer")
+    try:
+        code = main.main(prog_name="edge-infer", standalone_mode=False)
+    except click.ClickException as exc:
+        message = exc.format_message
+        exc.format_message = lambda: terminal_text(message())  # type: ignore[method-assign]
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        echo("Aborted!", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _finish(code: int) -> NoReturn:
@@ -232,7 +250,7 @@ def classify(paths, model, fmt, recursive, tta, batch_size, threads) -> None:
                     bar.update(1)
         output(writer.close)
     except KeyboardInterrupt:
-        click.echo(f"interrupted after {sum(counts.values())} of {len(files)} images", err=True)
+        echo(f"interrupted after {sum(counts.values())} of {len(files)} images", err=True)
         sys.exit(130)
     except BrokenPipeError:  # the reader stopped reading (`| head`): stop, as shell tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -245,9 +263,9 @@ def classify(paths, model, fmt, recursive, tta, batch_size, threads) -> None:
         ) from None
     total = len(files) + len(inputs.unlisted)
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    click.echo(f"{len(files)} images: {summary or 'none'}", err=True)
+    echo(f"{len(files)} images: {summary or 'none'}", err=True)
     if failed:
-        click.echo(f"{failed} of {total} inputs could not be classified", err=True)
+        echo(f"{failed} of {total} inputs could not be classified", err=True)
     _finish(1 if failed else 0)
 
 
@@ -265,9 +283,9 @@ def info(model, as_json, full) -> None:
     meta = clf.meta
     if as_json:
         body = meta.to_dict() if full else meta.public_json()
-        click.echo(json.dumps({"file": str(clf.model.path), **body}, indent=1))
+        echo(json.dumps({"file": str(clf.model.path), **body}, indent=1))
         return
-    click.echo("\n".join(describe(meta, clf.model.path)))
+    echo("\n".join(describe(meta, clf.model.path)))
 
 
 def describe(meta, path: str) -> list[str]:
@@ -339,7 +357,7 @@ def segment(image, output, model) -> None:
         Path(output).write_bytes(buf.tobytes())
     except OSError as exc:
         raise click.ClickException(f"{output}: cannot write ({exc.strerror or exc})") from None
-    click.echo(
+    echo(
         f"{image}: {segment_mask(bgr, spec).mean() * 100:.1f}% segmented, "
         f"{cell_fraction(bgr, spec) * 100:.1f}% stained -> {output}"
     )
@@ -516,14 +534,14 @@ def serve(
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     h, p = server.server_address[:2]
     if not is_loopback(h):
-        click.echo(
+        echo(
             f"WARNING: listening on {h}, reachable from other computers, with no "
             "authentication: anyone on the network can upload images. Use the default "
             "--host 127.0.0.1 unless the network is trusted.",
             err=True,
         )
     url_host = f"[{h}]" if ":" in h else h
-    click.echo(f"serving model {clf.version} on http://{url_host}:{p}/  (Ctrl+C to stop)", err=True)
+    echo(f"serving model {clf.version} on http://{url_host}:{p}/  (Ctrl+C to stop)", err=True)
 
     def stop(signum, _frame):  # shutdown() waits for serve_forever: call it from another thread
         threading.Thread(target=server.shutdown, daemon=True).start()
@@ -535,13 +553,63 @@ def serve(
         pass
     finally:
         server.server_close()
-        click.echo("stopped", err=True)
+        echo("stopped", err=True)
 
 
 class SiteRefused(click.ClickException):
     """A folder that cannot be checked: one line, exit 2 (the verdicts use 0, 3 and 4)."""
 
     exit_code = 2
+
+
+def check_site_outputs(folder: Path, report: Path, json_path: Path | None) -> None:
+    """Refuse, before any work, outputs that would clobber the lab's files or each other:
+    inside the folder being checked, the report and --json the same file, an existing file
+    that is not an earlier output of check-site, or a place that cannot be written."""
+    from .site_report import VERDICT_META
+
+    outputs = [("--report", report, VERDICT_META)]
+    if json_path is not None:
+        outputs.append(("--json", json_path, '"site_verdict"'))
+        if os.path.realpath(report) == os.path.realpath(json_path):
+            raise SiteRefused("--report and --json name the same file")
+    root = os.path.realpath(folder)
+    for option, path, mark in outputs:
+        real = os.path.realpath(path)
+        if os.path.commonpath([root, real]) == root:
+            raise SiteRefused(f"{option} {path} is inside the folder being checked")
+        if os.path.lexists(path):
+            try:
+                with open(path, "rb") as fh:
+                    earlier = mark.encode() in fh.read(1 << 16)
+            except OSError as exc:
+                raise SiteRefused(f"{option} {path}: {exc.strerror or exc}") from None
+            if not earlier:
+                raise SiteRefused(
+                    f"{option} {path} exists and is not an earlier site check; "
+                    "give another name or remove it"
+                )
+        parent = Path(real).parent
+        try:
+            tempfile.TemporaryFile(dir=parent).close()
+        except OSError as exc:
+            reason = exc.strerror or exc
+            raise SiteRefused(f"{option} {path}: cannot write there ({reason})") from None
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write beside the target, then rename over it: a failure leaves the earlier file whole
+    (never a 0-byte report). Names that are not valid UTF-8 are written as escapes."""
+    tmp = path.with_name(f".{path.name}.edge-infer-part")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(text.encode("utf-8", "backslashreplace"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @main.command("check-site")
@@ -577,6 +645,7 @@ def check_site_command(folder, labelled, report, json_path, model, threads) -> N
     from .site_check import VERDICT_WORDS, SiteCheckError, check_site, site_images
     from .site_report import render
 
+    check_site_outputs(Path(folder), Path(report), Path(json_path) if json_path else None)
     clf = _classifier(model, threads)
     try:
         total = len(site_images(Path(folder), clf.classes, labelled))
@@ -589,19 +658,18 @@ def check_site_command(folder, labelled, report, json_path, model, threads) -> N
             result = check_site(clf, Path(folder), labelled, progress=bar.update if show else None)
     except SiteCheckError as exc:
         raise SiteRefused(str(exc)) from None
-    html = render(result)
     try:
-        Path(report).write_text(html, encoding="utf-8")
+        write_atomically(Path(report), render(result))
         if json_path:
-            Path(json_path).write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+            write_atomically(Path(json_path), json.dumps(result.to_dict(), indent=2))
     except OSError as exc:
         raise SiteRefused(f"cannot write the report: {exc.strerror or exc}") from None
-    click.echo(VERDICT_WORDS[result.verdict])
+    echo(VERDICT_WORDS[result.verdict])
     for f in result.findings:
-        click.echo(f"- {f.topic}: {f.measured}\n  -> {f.fix}")
+        echo(f"- {f.topic}: {f.measured}\n  -> {f.fix}")
     for note in result.notes:
-        click.echo(f"  ({note})")
-    click.echo(f"report: {report}" + (f", figures: {json_path}" if json_path else ""), err=True)
+        echo(f"  ({note})")
+    echo(f"report: {report}" + (f", figures: {json_path}" if json_path else ""), err=True)
     sys.exit(result.exit_code)
 
 
@@ -631,15 +699,15 @@ def bench(model, images, limit, threads, batch_size, as_json) -> None:
     if not files:
         raise click.UsageError(f"no images under {images}")
     _classifier(model, 1)  # a bad model fails here, in one line
-    click.echo(f"benchmarking on {len(files)} images ...", err=True)
+    echo(f"benchmarking on {len(files)} images ...", err=True)
     figures = run_bench(model, files, threads, batch_size)
     figures["import_s"] = import_seconds()
     figures["cold_start_s"] = cold_start_seconds(model, files[0])
     if as_json:
-        click.echo(json.dumps(figures, indent=2))
+        echo(json.dumps(figures, indent=2))
         return
     for key, value in figures.items():
-        click.echo(f"{key:28s} {value:.3f}" if isinstance(value, float) else f"{key:28s} {value}")
+        echo(f"{key:28s} {value:.3f}" if isinstance(value, float) else f"{key:28s} {value}")
 
 
 if __name__ == "__main__":

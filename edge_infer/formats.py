@@ -32,6 +32,13 @@ def printable(text: str) -> str:
     return "".join(out)
 
 
+def terminal_text(text: str) -> str:
+    """Text for a terminal, line by line through `printable`: the one escaping rule of every
+    line edge-infer prints (a file name or a model's metadata cannot clear the screen, move
+    the cursor or forge a line)."""
+    return "\n".join(printable(line) for line in str(text).split("\n"))
+
+
 def path_width(names: Sequence[str]) -> int:
     """The width of the table's path column for these inputs."""
     return min(MAX_PATH_WIDTH, max((len(printable(n)) for n in names), default=0))

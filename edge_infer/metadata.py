@@ -8,7 +8,10 @@ JSON, so any tool that reads ONNX can use the model without this package.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +41,17 @@ GRAPH_OUTPUTS = (
     REASON_CODE,
     LABEL_INDEX,
 )
+
+#: a constant output of the graph: the sha256 of the metadata it was exported with
+METADATA_DIGEST = "metadata_sha256"
+
+
+def metadata_digest(props: Mapping[str, str]) -> bytes:
+    """The sha256 of a model's metadata_props (sorted, as JSON): export puts it into the graph,
+    the runtime compares it with the metadata it reads."""
+    canonical = json.dumps(dict(props), sort_keys=True, ensure_ascii=True)
+    return hashlib.sha256(canonical.encode("ascii")).digest()
+
 
 DATASET = "ALL PBS images, Aria et al. 2021, Kaggle DOI 10.34740/KAGGLE/DSV/2175623"
 INTENDED_USE = "screening aid for trained staff; not a diagnosis"
@@ -205,6 +219,8 @@ class ModelMetadata:
             raw = {k: json.loads(v) for k, v in props.items()}
         except json.JSONDecodeError as exc:
             raise MetadataError(f"metadata is not valid JSON ({exc})") from None
+        except RecursionError:
+            raise MetadataError("metadata nested too deeply to be read") from None
         version = raw.pop(SCHEMA_KEY)
         if not isinstance(version, int) or version != SCHEMA_VERSION:
             raise MetadataError(
@@ -216,7 +232,7 @@ class ModelMetadata:
                 )
             )
         try:
-            return cls(
+            meta = cls(
                 classes=tuple(ClassInfo(**c) for c in raw["classes"]),
                 input=InputInfo(
                     **{**raw["input"], "value_range": tuple(raw["input"]["value_range"])}
@@ -238,7 +254,40 @@ class ModelMetadata:
                 dataset=str(raw.get("dataset", DATASET)),
                 intended_use=str(raw.get("intended_use", INTENDED_USE)),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, RecursionError) as exc:
             raise MetadataError(
                 f"malformed edge_infer metadata ({type(exc).__name__}: {exc})"
             ) from None
+        meta.validate()
+        return meta
+
+    def validate(self) -> None:
+        """Every value the decision depends on, in range and in this runtime's words: a file
+        whose metadata says otherwise is refused at open, never read at the first image."""
+        from .result import decision_codes
+
+        names = [c.name for c in self.classes]
+        if len(names) < 2 or len(set(names)) != len(names) or not all(names):
+            raise MetadataError(f"class names must be two or more and unique, not {names}")
+        if not all(isinstance(c.malignant, bool) for c in self.classes):
+            raise MetadataError("each class's 'malignant' must be true or false")
+        if not (math.isfinite(self.temperature) and 0.05 <= self.temperature <= 20.0):
+            raise MetadataError(f"temperature {self.temperature} is out of range (0.05-20)")
+        if not (math.isfinite(self.uncertain_below) and 0.0 <= self.uncertain_below <= 1.0):
+            raise MetadataError(f"uncertain_below {self.uncertain_below} is not in 0-1")
+        span = self.input.value_range[1] - self.input.value_range[0]
+        if not math.isclose(self.preprocess.scale * 255.0, span, rel_tol=1e-6):
+            raise MetadataError(
+                f"preprocess scale {self.preprocess.scale} does not map 0-255 to the input's "
+                f"range {list(self.input.value_range)}"
+            )
+        if self.input.channel_order != self.preprocess.channel_order:
+            raise MetadataError("input and preprocess metadata give other channel orders")
+        threshold = self.guards.feature_threshold
+        if threshold is not None and not math.isfinite(threshold):
+            raise MetadataError(f"feature threshold {threshold} is not a number")
+        if self.guards.codes != decision_codes():
+            raise MetadataError(
+                "the status and reason codes differ from this runtime's "
+                f"({self.guards.codes} instead of {decision_codes()})"
+            )

@@ -16,7 +16,14 @@ import numpy as np
 import onnxruntime as ort
 
 from .errors import ModelError
-from .metadata import GRAPH_OUTPUTS, PROBABILITIES, MetadataError, ModelMetadata
+from .metadata import (
+    GRAPH_OUTPUTS,
+    METADATA_DIGEST,
+    PROBABILITIES,
+    MetadataError,
+    ModelMetadata,
+    metadata_digest,
+)
 
 BUNDLED_NAME = "all_pbs_cnn.onnx"
 
@@ -88,12 +95,14 @@ class OnnxModel:
         except Exception as exc:  # onnxruntime raises several private exception types
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(self.path, f"not a loadable ONNX model ({reason[:200]})") from None
+        props = self.session.get_modelmeta().custom_metadata_map
         try:
-            self.meta = ModelMetadata.from_props(self.session.get_modelmeta().custom_metadata_map)
+            self.meta = ModelMetadata.from_props(props)
         except MetadataError as exc:
             raise ModelError(self.path, str(exc)) from None
         self.outputs = tuple(o.name for o in self.session.get_outputs())
         self._check_graph()
+        self._check_digest(props)
 
     def _check_graph(self) -> None:
         """Refuse at open, not at the first image, a graph that contradicts its metadata."""
@@ -126,6 +135,27 @@ class OnnxModel:
         if isinstance(n_out, int) and n_out != len(self.meta.classes):
             raise ModelError(
                 self.path, f"the graph has {n_out} classes, the metadata {len(self.meta.classes)}"
+            )
+
+    def _check_digest(self, props: dict[str, str]) -> None:
+        """The metadata is the one the graph was exported with (export.onnx_export's
+        bind_metadata): an edited file is refused in one line, since the graph's codes and
+        classes only mean what that metadata said."""
+        if METADATA_DIGEST not in self.outputs:
+            raise ModelError(
+                self.path, "the graph holds no digest of its metadata (re-export the model)"
+            )
+        size = self.meta.input.size
+        feed = {self.meta.input.name: np.zeros((1, size, size, 3), np.float32)}
+        try:
+            (digest,) = self.session.run([METADATA_DIGEST], feed)
+        except Exception as exc:  # onnxruntime's own exception types
+            raise ModelError(self.path, f"cannot read the metadata digest ({exc})") from None
+        if np.asarray(digest, np.uint8).tobytes() != metadata_digest(props):
+            raise ModelError(
+                self.path,
+                "its metadata was changed after export (it does not match the digest in the "
+                "graph): refused",
             )
 
     @functools.cached_property

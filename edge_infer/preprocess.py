@@ -197,8 +197,17 @@ def _to_bgr_uint8(img: np.ndarray, name: str) -> np.ndarray:
         finite = np.nan_to_num(img.astype(np.float64), nan=0.0, posinf=1.0, neginf=0.0)
         peak = 255.0 if finite.max(initial=0.0) > 1.0 else 1.0
         img = (np.clip(finite / peak, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    elif img.dtype == np.int8 or img.dtype == np.int16:
-        img = np.clip(img, 0, None).astype(np.uint8)
+    elif img.dtype.kind == "i":
+        # signed integers: taken as 8-bit levels only when they are (a wrap, 300 -> 44, would
+        # silently be another image)
+        lo, hi = int(img.min(initial=0)), int(img.max(initial=0))
+        if lo < 0 or hi > 255:
+            raise ImageError(
+                name,
+                f"{img.dtype} values {lo}..{hi} are not 8-bit levels (give uint8, uint16 or "
+                "float images)",
+            )
+        img = img.astype(np.uint8)
     elif img.dtype != np.uint8:
         raise ImageError(name, f"unsupported pixel type {img.dtype}")
     if img.ndim == 2:
@@ -222,6 +231,11 @@ def check_size(img: np.ndarray, name: str) -> None:
     if img.ndim not in (2, 3):
         raise ImageError(name, f"unsupported image shape {img.shape}")
     h, w = img.shape[:2]
+    if img.ndim == 3 and img.shape[0] in (1, 3, 4) and img.shape[2] > 4:
+        raise ImageError(
+            name,
+            f"array of shape {img.shape} looks channels-first: give height x width x channels",
+        )
     if min(h, w) < MIN_SIDE:
         raise ImageError(name, f"image is {w}x{h} px, smaller than {MIN_SIDE} px on a side")
     if h * w > MAX_PIXELS:

@@ -38,6 +38,22 @@ class Reason(str, Enum):
     LOW_CONFIDENCE = "low_confidence"
 
 
+#: what the graph's `status_code` and `reason_code` outputs mean (their index); train's graph
+#: and the metadata's codes are made from these, and a model whose codes differ is refused
+STATUS_CODES = (Status.OK, Status.UNCERTAIN, Status.OUT_OF_DISTRIBUTION)
+REASON_CODES = (None, Reason.NO_CELL, Reason.IMAGE, Reason.FEATURES, Reason.LOW_CONFIDENCE)
+
+
+def decision_codes() -> dict[str, list[str | None]]:
+    """The codes in the metadata's words: {"status_code": [...], "reason_code": [...]}."""
+    from .metadata import REASON_CODE, STATUS_CODE
+
+    return {
+        STATUS_CODE: [s.value for s in STATUS_CODES],
+        REASON_CODE: [r.value if r else None for r in REASON_CODES],
+    }
+
+
 #: the one-word verdict of a result that must not be used (table, CSV)
 NOT_RECOGNISED = "not_recognised"
 

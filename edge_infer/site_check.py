@@ -21,6 +21,7 @@ import numpy as np
 
 from .classifier import DEFAULT_BATCH, Classifier
 from .errors import EdgeInferError
+from .formats import printable
 from .inputs import expand_paths
 from .result import HEADLINE, LABEL, NOT_RECOGNISED, PATH, STATUS, Failure, Outcome, Reason, Status
 from .site_stats import SITE_STATS, SiteStat, quantile, site_statistics
@@ -188,11 +189,19 @@ class SiteReport:
 def site_images(
     folder: Path, classes: Sequence[str], labelled: bool
 ) -> list[tuple[str, str | None]]:
-    """(path, confirmed class or None) for every image under `folder`. Labelled: each image
-    must sit in a sub-folder named after one of the model's classes."""
-    files = expand_paths([str(folder)], recursive=True).files
+    return site_inputs(folder, classes, labelled)[0]
+
+
+def site_inputs(
+    folder: Path, classes: Sequence[str], labelled: bool
+) -> tuple[list[tuple[str, str | None]], list[tuple[str, str]]]:
+    """(path, confirmed class or None) for every image under `folder` (each real file once,
+    links into loops not followed), and the folders that could not be listed with the reason.
+    Labelled: each image must sit in a sub-folder named after one of the model's classes."""
+    inputs = expand_paths([str(folder)], recursive=True)
+    files = inputs.files
     if not labelled:
-        return [(str(f), None) for f in files]
+        return [(str(f), None) for f in files], inputs.unlisted
     by_lower = {c.lower(): c for c in classes}
     out, stray = [], []
     for f in files:
@@ -206,7 +215,7 @@ def site_images(
             f"--labelled: {len(stray)} image(s) are not in a folder named after a class "
             f"({', '.join(classes)}), e.g. {stray[0]}"
         )
-    return out
+    return out, inputs.unlisted
 
 
 # --------------------------------------------------------------------------- statistics
@@ -283,6 +292,10 @@ def stat_findings(
         )
         off.pop("sharpness")
     findings = []
+    side = summaries.get("image_side_px")
+    too_small = bool(side and side.lab and side.lab["median"] < input_size)
+    if too_small:
+        off.pop("image_side_px", None)  # said once, below, as what the network cannot use
     for key, s in off.items():
         stat = s.stat
         fix = stat.if_low if s.direction == "low" else stat.if_high
@@ -301,8 +314,7 @@ def stat_findings(
                 fix,
             )
         )
-    side = summaries.get("image_side_px")
-    if side and side.lab and side.lab["median"] < input_size:
+    if too_small:
         findings.append(
             Finding(
                 Verdict.DOES_NOT_FIT,
@@ -317,7 +329,9 @@ def stat_findings(
 # --------------------------------------------------------------------------- outcomes
 
 
-def outcome_findings(shares: dict[str, float], refusals: dict[str, int], n: int) -> list[Finding]:
+def outcome_findings(
+    shares: dict[str, float], refusals: dict[str, int], n: int, errors: int = 0
+) -> list[Finding]:
     findings = []
     nr = shares[Status.OUT_OF_DISTRIBUTION.value]
     why = ", ".join(f"{k} {v}" for k, v in sorted(refusals.items(), key=lambda kv: -kv[1]))
@@ -356,7 +370,7 @@ def outcome_findings(shares: dict[str, float], refusals: dict[str, int], n: int)
             Finding(
                 Verdict.CHECK,
                 "unreadable files",
-                f"{shares[Status.ERROR.value]:.0%} of the files could not be read",
+                f"{share_words(errors, n)} files could not be read",
                 "save images as JPEG, PNG or TIFF, completely written",
             )
         )
@@ -467,7 +481,7 @@ def check_site(
             f"model {meta.version} carries no training reference for a site check "
             "(re-export it with `python -m export` after `python -m train.site_reference`)"
         )
-    items = site_images(folder, meta.class_names, labelled)
+    items, unlisted = site_inputs(folder, meta.class_names, labelled)
     if len(items) < MIN_SITE_IMAGES:
         raise SiteCheckError(
             f"{folder}: {len(items)} images; a site check needs at least {MIN_SITE_IMAGES} of "
@@ -488,7 +502,8 @@ def check_site(
         preds = iter(clf.predict_arrays([g[2] for g in good], [g[0] for g in good]))
         for path, truth, img in loaded:
             if isinstance(img, Exception):
-                images.append(SiteImage(path, truth, Failure(path, str(img)), None, None))
+                reason = getattr(img, "reason", None) or str(img)  # the path is in the record
+                images.append(SiteImage(path, truth, Failure(path, reason), None, None))
                 continue
             pred = next(preds)
             why, thumb = None, None
@@ -500,10 +515,45 @@ def check_site(
             images.append(SiteImage(path, truth, pred, site_statistics(img, spec), why, thumb))
         if progress:
             progress(len(chunk))
-    return summarise(clf, str(folder), images, labelled)
+    return summarise(clf, str(folder), images, labelled, unlisted)
 
 
-def summarise(clf: Classifier, folder: str, images: list[SiteImage], labelled: bool) -> SiteReport:
+def share_words(k: int, n: int) -> str:
+    """`k of n (p%)`, never a rounded 0% or 100% for a count that is not."""
+    p = k / n if n else 0.0
+    pct = f"{p:.0%}"
+    if k > 0 and pct == "0%":
+        pct = "<1%"
+    elif k < n and pct == "100%":
+        pct = ">99%"
+    return f"{k} of {n:,} ({pct})"
+
+
+def unlisted_findings(unlisted: list[tuple[str, str]]) -> list[Finding]:
+    """Folders that could not be listed: their images are missing from the check, so the
+    verdict cannot be 'fits' on what was seen."""
+    if not unlisted:
+        return []
+    folder, reason = unlisted[0]
+    more = f" and {len(unlisted) - 1} more" if len(unlisted) > 1 else ""
+    return [
+        Finding(
+            Verdict.CHECK,
+            "folders not read",
+            f"{len(unlisted)} folder(s) could not be listed ({printable(folder)}: {reason}{more}); "
+            "their images are not in this check",
+            "let the user running check-site read every folder, or check them on their own",
+        )
+    ]
+
+
+def summarise(
+    clf: Classifier,
+    folder: str,
+    images: list[SiteImage],
+    labelled: bool,
+    unlisted: list[tuple[str, str]] | None = None,
+) -> SiteReport:
     meta = clf.meta
     n = len(images)
     status_counts = Counter(im.outcome.status.value for im in images)
@@ -520,7 +570,12 @@ def summarise(clf: Classifier, folder: str, images: list[SiteImage], labelled: b
         s.key: compare_stat(s, table[:, i], meta.site_reference) for i, s in enumerate(SITE_STATS)
     }
     findings, notes = stat_findings(summaries, meta.input.size)
-    findings = outcome_findings(shares, dict(refusals), n) + findings
+    errors = status_counts.get(Status.ERROR.value, 0)
+    findings = (
+        outcome_findings(shares, dict(refusals), n, errors)
+        + unlisted_findings(unlisted or [])
+        + findings
+    )
     figures = None
     if labelled:
         malignant = {c.name for c in meta.classes if c.malignant}

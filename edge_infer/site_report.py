@@ -8,6 +8,7 @@ import datetime as dt
 import re
 from html import escape, unescape
 
+from .formats import printable
 from .result import Status
 from .site_check import VERDICT_WORDS, SiteReport, StatSummary, Verdict
 
@@ -163,7 +164,8 @@ def _refused(report: SiteReport) -> str:
     figs = "".join(
         f'<figure><img alt="" src="data:image/jpeg;base64,'
         f'{base64.b64encode(im.thumbnail).decode()}"><figcaption>'
-        f"{escape(im.path.rsplit('/', 1)[-1])}<br>{escape(im.why or im.outcome.reason.value)}"
+        f"{escape(printable(im.path.rsplit('/', 1)[-1]))}<br>"
+        f"{escape(im.why or im.outcome.reason.value)}"
         "</figcaption></figure>"
         for im in shown
     )
@@ -204,8 +206,8 @@ def render(report: SiteReport) -> str:
 <body>
 <h1>Site check for model {escape(report.model)}</h1>
 <p class="muted">Model file sha256 {report.model_sha256}.</p>
-<p class="muted">{report.n} images from {escape(report.folder)}, {escape(when)}. The check
-changes nothing in the model: no guard or threshold is relaxed.</p>
+<p class="muted">{report.n} images from {escape(printable(report.folder))}, {escape(when)}.
+The check changes nothing in the model: no guard or threshold is relaxed.</p>
 <div class="verdict {VERDICT_CLASS[report.verdict]}" id="verdict"
  data-verdict="{report.verdict.value}">
 {escape(VERDICT_WORDS[report.verdict])}</div>

@@ -18,15 +18,16 @@ from edge_infer.metadata import (
     GRAPH_OUTPUTS,
     INPUT_NAME,
     OOD_SCORE,
-    REASON_CODE,
-    STATUS_CODE,
     Guards,
     InputInfo,
     ModelMetadata,
     SplitMetrics,
 )
 from edge_infer.preprocess import PreprocessSpec
+from edge_infer.result import decision_codes
 from train.guard import OOD_STATS_FILE
+
+from .metadata_binding import bind_metadata
 
 OPSET = 17
 
@@ -102,16 +103,6 @@ def rename_outputs(proto: onnx.ModelProto, names: list[str]) -> None:
         out.name = new
 
 
-def decision_codes() -> dict[str, list[str | None]]:
-    """What the graph's integer outputs mean, in edge_infer.result's words."""
-    from train.graph_guards import REASON_CODES, STATUS_CODES
-
-    return {
-        STATUS_CODE: [s.value for s in STATUS_CODES],
-        REASON_CODE: [r.value if r else None for r in REASON_CODES],
-    }
-
-
 def split_metrics(metrics: dict) -> SplitMetrics:
     """The headline test figures of a run's metrics.json."""
     test = metrics["test"]
@@ -179,5 +170,6 @@ def write_metadata(proto: onnx.ModelProto, meta: ModelMetadata) -> None:
         entry = proto.metadata_props.add()
         entry.key = key
         entry.value = value
+    bind_metadata(proto)
     proto.producer_name = "edge_infer export"
     proto.doc_string = "ALL blood smear classifier (Benign/Early/Pre/Pro); see metadata_props"

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from edge_infer.result import Reason, Status
+from edge_infer.result import REASON_CODES, STATUS_CODES, Reason, Status
 
 #: the statistics, in the order of the `image_stats` output: colour (CIE Lab means and spreads),
 #: the stain's hue and share, sharpness at two scales. (Opponent colours, linear in RGB and so
@@ -44,9 +44,6 @@ STAT_NAMES = (
     "log_laplacian_var",
     "log_laplacian_var_half",
 )
-#: the `status` and `reason` outputs' codes (their index), written into the metadata
-STATUS_CODES = (Status.OK, Status.UNCERTAIN, Status.OUT_OF_DISTRIBUTION)
-REASON_CODES = (None, Reason.NO_CELL, Reason.IMAGE, Reason.FEATURES, Reason.LOW_CONFIDENCE)
 #: a pixel counts as stained (the image statistics) at HSV saturation >= this (0-255)
 STAIN_SAT_MIN = 50.0
 #: linear RGB -> XYZ relative to the D65 white (columns: X/Xn, Y, Z/Zn)
