@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from .classifier import DEFAULT_BATCH, Classifier
-from .errors import EdgeInferError
+from .errors import EdgeInferError, ImageError
 from .formats import printable
 from .inputs import expand_paths
 from .result import HEADLINE, LABEL, NOT_RECOGNISED, PATH, STATUS, Failure, Outcome, Reason, Status
@@ -502,7 +502,8 @@ def check_site(
         preds = iter(clf.predict_arrays([g[2] for g in good], [g[0] for g in good]))
         for path, truth, img in loaded:
             if isinstance(img, Exception):
-                reason = getattr(img, "reason", None) or str(img)  # the path is in the record
+                # the path is in the record already, not again in the headline
+                reason = img.reason if isinstance(img, ImageError) else str(img)
                 images.append(SiteImage(path, truth, Failure(path, reason), None, None))
                 continue
             pred = next(preds)
