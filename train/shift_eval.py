@@ -5,8 +5,9 @@ JPEG, orientation, magnification, camera resolution) is applied to every image o
 points inside the ranges the model is trained to handle and a few beyond them. Per shift: accuracy
 of the network's answer, the share flagged "not recognised", uncertain, served (status ok and
 right), silent errors (status ok and wrong) and silent missed malignant (status ok, called benign,
-truly malignant). Writes reports/shift_eval.json and reports/shift_eval.png. Runtime only: no
-TensorFlow.
+truly malignant). The stress sweep (magnification 0.5-2x, a brighter lamp, and several changes
+at once as a second lab has them) is where a wrong answer must not happen, refused or not.
+Writes reports/shift_eval.json and reports/shift_eval.png. Runtime only: no TensorFlow.
 """
 
 from __future__ import annotations
@@ -36,12 +37,29 @@ REPORTS = Path(__file__).resolve().parent.parent / "reports"
 class Shift:
     name: str
     family: str
-    inside: bool  # within train.acquisition.RANGES
+    inside: bool  # within train.acquisition.RANGES (2.x's realistic ranges)
     apply: Callable[[np.ndarray, np.random.Generator], np.ndarray]
+    #: another objective or camera adapter, a brighter lamp, a second lab (several at once):
+    #: where answering wrongly must not happen, whether the model answers or refuses
+    stress: bool = False
 
 
-def _s(name, family, inside, fn) -> Shift:
-    return Shift(name, family, inside, fn)
+def _s(name, family, inside, fn, stress: bool = False) -> Shift:
+    return Shift(name, family, inside, fn, stress)
+
+
+def _second_lab(lamp: float, db: float, stain: float, blur: float, scale: float, q: int):
+    """Several acquisition differences at once, as a second lab's microscope has them."""
+
+    def apply(x: np.ndarray, r: np.random.Generator) -> np.ndarray:
+        x = A.geometry(x, 0.0, scale)
+        x = A.saturation(x, stain)
+        x = A.defocus(x, blur)
+        x = A.white_balance(x, 0.0, db)
+        x = A.exposure(x, lamp)
+        return A.jpeg(x, q)
+
+    return apply
 
 
 SHIFTS: tuple[Shift, ...] = (
@@ -77,9 +95,35 @@ SHIFTS: tuple[Shift, ...] = (
     _s("defocus 3.5 px", "focus", False, lambda x, r: A.defocus(x, 3.5)),
     _s("noise 12", "noise", False, lambda x, r: A.noise(x, 12.0, r)),
     _s("JPEG q15", "jpeg", False, lambda x, r: A.jpeg(x, 15)),
-    _s("magnification x0.6", "magnification", False, lambda x, r: A.geometry(x, 0, 0.6)),
-    _s("magnification x1.6", "magnification", False, lambda x, r: A.geometry(x, 0, 1.6)),
+    _s("magnification x0.6", "magnification", False, lambda x, r: A.geometry(x, 0, 0.6), True),
+    _s("magnification x1.6", "magnification", False, lambda x, r: A.geometry(x, 0, 1.6), True),
     _s("camera 0.6x pixels", "resolution", False, lambda x, r: A.resolution(x, 0.6)),
+    # the stress sweep (issue 29): magnification 0.5-2x, a brighter lamp, second labs
+    _s("magnification x0.5", "magnification", False, lambda x, r: A.geometry(x, 0, 0.5), True),
+    _s("magnification x2.0", "magnification", False, lambda x, r: A.geometry(x, 0, 2.0), True),
+    _s("lamp x1.3", "brightness", False, lambda x, r: A.brightness(x, 1.3), True),
+    _s("exposure x1.3 (linear)", "brightness", False, lambda x, r: A.exposure(x, 1.3), True),
+    _s(
+        "second lab A (brighter, warm, paler stain, soft, x0.8)",
+        "combined",
+        False,
+        _second_lab(1.15, 8.0, 0.85, 1.0, 0.8, 70),
+        True,
+    ),
+    _s(
+        "second lab B (dimmer, cool, stronger stain, x1.25)",
+        "combined",
+        False,
+        _second_lab(0.85, -8.0, 1.2, 0.5, 1.25, 60),
+        True,
+    ),
+    _s(
+        "second lab C (x0.6, brighter, warm, JPEG q50)",
+        "combined",
+        False,
+        _second_lab(1.2, 6.0, 1.0, 0.0, 0.6, 50),
+        True,
+    ),
 )
 
 
@@ -98,6 +142,7 @@ def evaluate(clf: Classifier, images: list[np.ndarray], truth: np.ndarray, shift
         "shift": shift.name,
         "family": shift.family,
         "inside_ranges": shift.inside,
+        "stress": shift.stress,
         "n": len(preds),
         "accuracy": float(right.mean()),
         "flagged": float((status == Status.OUT_OF_DISTRIBUTION.value).mean()),
@@ -110,16 +155,23 @@ def evaluate(clf: Classifier, images: list[np.ndarray], truth: np.ndarray, shift
 
 def summary(rows: list[dict]) -> dict:
     inside = [r for r in rows if r["inside_ranges"] and r["shift"] != "clean"]
+    stress = [r for r in rows if r.get("stress")]
     return {
         "inside_min_served": min(r["served"] for r in inside),
         "inside_mean_served": float(np.mean([r["served"] for r in inside])),
         "inside_max_silent_errors": max(r["silent_errors"] for r in inside),
         "all_max_silent_missed_malignant": max(r["silent_missed_malignant"] for r in rows),
+        "stress_max_silent_missed_malignant": max(
+            (r["silent_missed_malignant"] for r in stress), default=0.0
+        ),
+        "stress_max_silent_errors": max((r["silent_errors"] for r in stress), default=0.0),
+        # issue 29's targets
         "targets": {
             "inside_min_served": 0.90,
-            "inside_mean_served": 0.93,
-            "inside_max_silent_errors": 0.01,
-            "all_max_silent_missed_malignant": 0.01,
+            "inside_mean_served": 0.95,
+            "inside_max_silent_errors": 0.005,
+            "stress_max_silent_missed_malignant": 0.005,
+            "stress_max_silent_errors": 0.01,
         },
     }
 
