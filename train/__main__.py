@@ -120,6 +120,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="confidence under which a result is flagged for review",
     )
     ap.add_argument(
+        "--uncertain-target",
+        type=float,
+        default=0.0,
+        help="choose --uncertain-below on the validation images so that at most this share "
+        "of them is uncertain (0: use --uncertain-below as given)",
+    )
+    ap.add_argument(
         "--strategy",
         default="default",
         choices=("default", "mirrored", "multiworker"),
@@ -381,8 +388,16 @@ def main(argv: list[str] | None = None) -> dict:
     p_te = M.softmax(lte, temperature)
     report = M.classification_report(yte, p_te, CLASSES)
     val_report = M.classification_report(yva, M.softmax(lva, temperature), CLASSES)
-    conf = p_te.max(axis=1)
-    certain = conf >= args.uncertain_below
+    uncertainty = M.uncertainty_report(args.uncertain_below, p_te, yte)
+    if args.uncertain_target > 0:
+        conf_va = M.softmax(lva, temperature).max(axis=1)
+        threshold = M.threshold_for_share(conf_va, args.uncertain_target)
+        uncertainty = M.uncertainty_report(
+            threshold,
+            p_te,
+            yte,
+            {"chosen_on": "val", "target_share": args.uncertain_target},
+        )
     plot_confusion(
         np.array(report["confusion_matrix"]),
         CLASSES,
@@ -403,13 +418,7 @@ def main(argv: list[str] | None = None) -> dict:
             "test_nll_before": M.nll(lte, yte, 1.0),
             "test_nll_after": M.nll(lte, yte, temperature),
         },
-        "uncertainty": {
-            "threshold": args.uncertain_below,
-            "test_share_uncertain": float(1 - certain.mean()),
-            "test_accuracy_when_certain": float((p_te.argmax(1) == yte)[certain].mean())
-            if certain.any()
-            else None,
-        },
+        "uncertainty": uncertainty,
         "model": {
             "parameters": int(n_params),
             "macs_per_image": count_flops(model),

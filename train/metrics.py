@@ -57,6 +57,33 @@ def fit_temperature(logits: np.ndarray, y_true: np.ndarray) -> float:
     return float(fine[int(np.argmin([nll(logits, y_true, t) for t in fine]))])
 
 
+def threshold_for_share(
+    confidence: np.ndarray, target_share: float, lo: float = 0.5, hi: float = 0.99
+) -> float:
+    """The highest threshold on a 0.01 grid in [lo, hi] under which at most `target_share` of
+    these (validation) confidences fall: as much review as the target allows, no more."""
+    best = lo
+    for t in np.round(np.arange(lo, hi + 1e-9, 0.01), 2):
+        if float((confidence < t).mean()) <= target_share:
+            best = float(t)
+    return best
+
+
+def uncertainty_report(
+    threshold: float, p_test: np.ndarray, y_test: np.ndarray, chosen: dict | None = None
+) -> dict:
+    """The uncertain threshold and what it does on the test split (never chosen on test)."""
+    certain = p_test.max(axis=1) >= threshold
+    return {
+        "threshold": threshold,
+        **(chosen or {"chosen_on": "given"}),
+        "test_share_uncertain": float(1 - certain.mean()),
+        "test_accuracy_when_certain": float((p_test.argmax(1) == y_test)[certain].mean())
+        if certain.any()
+        else None,
+    }
+
+
 def classification_report(y_true: np.ndarray, probs: np.ndarray, classes: tuple[str, ...]) -> dict:
     """Accuracy, macro F1, per-class precision/recall/F1 and benign-vs-malignant rates."""
     y_pred = probs.argmax(axis=1)
