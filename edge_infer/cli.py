@@ -209,18 +209,46 @@ def _finish(code: int) -> NoReturn:
 @tta_option
 @batch_size_option
 @threads_option
-def classify(paths, model, fmt, recursive, tta, batch_size, threads) -> None:
+@click.option(
+    "--cases",
+    "with_cases",
+    is_flag=True,
+    help="After the images, one summary and verdict per case (slide or patient): by default "
+    "the images of one folder are one case.",
+)
+@click.option(
+    "--case-map",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="With --cases: a CSV with columns path,case saying which case each image is.",
+)
+@click.option(
+    "--case-pattern",
+    default=None,
+    metavar="REGEX",
+    help="With --cases: the case is the first group of this pattern in the image's path.",
+)
+def classify(
+    paths, model, fmt, recursive, tta, batch_size, threads, with_cases, case_map, case_pattern
+) -> None:
     """Classify image files and folders. Exit 0 if every input was classified, 1 if some failed
     or the results could not be written."""
     from .result import Failure
 
+    cases = _case_definition(with_cases, case_map, case_pattern)
     clf = _classifier(model, threads, tta)
     inputs = expand_paths(paths, recursive)
     files = inputs.files
     if not files and not inputs.unlisted:
         raise click.UsageError("no image files found in the given paths")
     names = [str(f) for f in files] + [str(f) for f, _ in inputs.unlisted]
-    writer = RecordWriter(sys.stdout, fmt, clf.classes, names=names)
+    extra = ()
+    if cases is not None:
+        from .cases import CASE_INPUT_FIELDS, csv_fields
+
+        extra = csv_fields(clf.classes)
+    writer = RecordWriter(sys.stdout, fmt, clf.classes, extra, names=names)
+    kept: list[dict] = []  # what the case summaries read of each record
 
     def output(write, *args) -> None:
         """A write of the results: an OSError here is the output's, not an input's (those
@@ -244,10 +272,18 @@ def classify(paths, model, fmt, recursive, tta, batch_size, threads) -> None:
         with bar if show else contextlib.nullcontext():
             for outcome in clf.iter_predict(files, batch_size=batch_size):
                 failed += not outcome.ok
-                output(writer.write, outcome.to_record())
+                record = outcome.to_record()
+                output(writer.write, record)
+                if cases is not None:
+                    kept.append({k: record[k] for k in CASE_INPUT_FIELDS})
                 counts[outcome.status.value] = counts.get(outcome.status.value, 0) + 1
                 if show:
                     bar.update(1)
+        if cases is not None:
+            from .cases import case_records
+
+            for case in case_records(kept, cases, clf.meta):
+                output(writer.write_case, case)
         output(writer.close)
     except KeyboardInterrupt:
         echo(f"interrupted after {sum(counts.values())} of {len(files)} images", err=True)
@@ -554,6 +590,20 @@ def serve(
     finally:
         server.server_close()
         echo("stopped", err=True)
+
+
+def _case_definition(with_cases: bool, case_map: str | None, case_pattern: str | None):
+    """The case definition asked for, or None without --cases."""
+    if not with_cases:
+        if case_map or case_pattern:
+            raise click.UsageError("--case-map and --case-pattern go with --cases")
+        return None
+    from .cases import CaseDefinition, CaseError
+
+    try:
+        return CaseDefinition.from_options(case_map, case_pattern)
+    except CaseError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 class SiteRefused(click.ClickException):

@@ -64,6 +64,7 @@ class RecordWriter:
         self.stream = stream
         self.fmt = fmt
         self.header_done = False
+        self.cases_started = False
         self.fields = flat_fields(classes, extra_fields)
         self.width = path_width(names) if fmt == "table" else 0
         if fmt in ("csv", "excel"):
@@ -87,6 +88,25 @@ class RecordWriter:
                 self.stream.write(table_header(self.width) + "\n")
                 self.header_done = True
             self.stream.write(table_row(rec, self.width) + "\n")
+        self.stream.flush()
+
+    def write_case(self, rec: dict[str, Any]) -> None:
+        """A case record after the image records: a JSON line, a CSV row in the case columns
+        (the writer made with `extra_fields=cases.csv_fields(...)`), or a table line."""
+        from .cases import case_line, flat_case
+
+        if self.fmt == "jsonl":
+            self.stream.write(json.dumps(rec, ensure_ascii=True) + "\n")
+        elif self.fmt in ("csv", "excel"):
+            if not self.header_done:
+                self.csv.writeheader()
+                self.header_done = True
+            self.csv.writerow(flat_case(rec))
+        else:
+            if not self.cases_started:
+                self.stream.write("\n")
+                self.cases_started = True
+            self.stream.write(terminal_text(case_line(rec)) + "\n")
         self.stream.flush()
 
     def close(self) -> None:
