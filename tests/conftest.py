@@ -17,6 +17,28 @@ DATA = Path(os.environ.get("ALL_PBS_DATA", ROOT.parent / "shared" / "data" / "al
 BUNDLED = ROOT / "models" / "all_pbs_cnn.onnx"
 
 
+#: fixtures that train and export with TensorFlow: a test using one is in the `train` tier
+TRAIN_FIXTURES = {"tiny_run", "tiny_onnx", "tiny_run_masked"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Each test in exactly one tier, from where it is and what it needs: tests/unit is `unit`;
+    a test using a trained tiny model (or a train/export module that imports TensorFlow) is
+    `train`; the rest, on the bundled model and the data, is `integration`."""
+    for item in items:
+        path = Path(str(item.fspath))
+        if "unit" in path.parts:
+            item.add_marker(pytest.mark.unit)
+        elif TRAIN_FIXTURES & set(getattr(item, "fixturenames", ())) or path.name in TRAIN_FILES:
+            item.add_marker(pytest.mark.train)
+        else:
+            item.add_marker(pytest.mark.integration)
+
+
+#: test files that run TensorFlow themselves (training or export) without the tiny fixtures
+TRAIN_FILES = {"test_train_export.py"}
+
+
 def require_data() -> Path:
     if (DATA / "Original").is_dir():
         return DATA

@@ -18,8 +18,6 @@ from hypothesis.extra import numpy as hnp
 from edge_infer import Classifier, Failure, ImageError, Prediction
 from edge_infer.result import Status
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def clf(tiny_onnx):

@@ -16,8 +16,6 @@ from edge_infer import Classifier
 from edge_infer.result import Status
 from tests.conftest import start_cli
 
-pytestmark = pytest.mark.slow
-
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

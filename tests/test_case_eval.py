@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from tests.conftest import run_module
-
-pytestmark = pytest.mark.slow
 
 
 def test_case_eval_reports_figures_with_intervals(data, tmp_path):

@@ -10,8 +10,6 @@ import pytest
 
 from tests.conftest import run_cli
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture
 def slides(tmp_path, data):

@@ -14,8 +14,6 @@ from edge_infer.metadata import ALL_PBS_CLASSES
 from edge_infer.result import RECORD_FIELDS
 from tests.conftest import run_cli as cli
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def mixed_folder(tmp_path_factory, sample_images):

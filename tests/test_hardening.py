@@ -27,8 +27,6 @@ from edge_infer.fileops import durable_move
 from edge_infer.preprocess import load_image
 from tests.conftest import ROOT, jsonl, run_cli, start_cli, wait_for
 
-pytestmark = pytest.mark.slow
-
 WATCH_FAST = ("--settle", "0.3", "--interval", "0.1", "--heartbeat", "1")
 
 

@@ -19,8 +19,6 @@ from edge_infer.serve_limits import MAX_BODY_BYTES
 from edge_infer.site_report import CSP
 from tests.conftest import run_cli, start_cli
 
-pytestmark = pytest.mark.slow
-
 
 def start_server(*extra: str):
     proc = start_cli("serve", "--port", "0", *extra)

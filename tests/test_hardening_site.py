@@ -22,8 +22,6 @@ from export.metadata_binding import bind_metadata
 from tests.conftest import BUNDLED, ROOT, run_cli
 from tests.test_hardening import as_nobody, world_dir
 
-pytestmark = pytest.mark.slow
-
 
 def site_folder(root: Path, data: Path, n: int = 30) -> Path:
     site = root / "site"

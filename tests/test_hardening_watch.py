@@ -18,8 +18,6 @@ from edge_infer.fileops import LockUnsafe, lock_exclusive, private_dir
 from edge_infer.watch import Watcher, folder_lock_path
 from tests.conftest import ENV, ROOT, jsonl, wait_for
 
-pytestmark = pytest.mark.slow
-
 WATCH_FAST = ("--settle", "0.3", "--interval", "0.1", "--heartbeat", "1")
 
 

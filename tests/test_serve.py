@@ -16,8 +16,6 @@ import pytest
 from edge_infer import Classifier
 from tests.conftest import start_cli
 
-pytestmark = pytest.mark.slow
-
 ROOT = Path(__file__).resolve().parent.parent
 
 

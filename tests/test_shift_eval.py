@@ -9,8 +9,6 @@ import pytest
 from tests.conftest import run_module
 from train.shift_eval import SHIFTS
 
-pytestmark = pytest.mark.slow
-
 
 def test_shift_eval_runs_on_a_few_images(data, tmp_path):
     out = tmp_path / "shift.json"

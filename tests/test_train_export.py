@@ -17,11 +17,8 @@ from edge_infer.metadata import (
     ModelMetadata,
 )
 from edge_infer.preprocess import PreprocessSpec, dihedral, load_image, prepare
-from edge_infer.result import Status
+from edge_infer.result import STATUS_CODES, Status
 from tests.conftest import train_tiny
-from train.graph_guards import STATUS_CODES
-
-pytestmark = pytest.mark.slow
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -10,12 +10,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from edge_infer import Classifier
 from tests.conftest import jsonl, run_cli, start_cli, wait_for
-
-pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,7 +16,7 @@ from edge_infer.metadata import METADATA_DIGEST
 from edge_infer.model import OnnxModel
 from export.metadata_binding import bind_metadata
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "models" / "all_pbs_cnn.onnx"
 
 
