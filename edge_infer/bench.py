@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .classifier import Classifier
+from .errors import ImageError
 from .inputs import expand_paths
 from .preprocess import load_image, prepare
 
@@ -88,7 +89,9 @@ def run_bench(
     t = time.perf_counter()
     outcomes = clf.predict_batch(images, batch_size=batch)
     api_bn = len(images) / (time.perf_counter() - t)
-    assert all(o.ok for o in outcomes)
+    failed = [o for o in outcomes if not o.ok]
+    if failed:  # a benchmark over unreadable files would time the wrong work
+        raise ImageError(failed[0].source, f"not a usable benchmark image ({failed[0].error})")
     return {
         "model_file": clf.model.path,
         "model_version": clf.version,

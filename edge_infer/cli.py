@@ -284,7 +284,7 @@ def classify(
 
             for case in case_records(kept, cases, clf.meta):
                 output(writer.write_case, case)
-        output(writer.close)
+        output(writer.flush)
     except KeyboardInterrupt:
         echo(f"interrupted after {sum(counts.values())} of {len(files)} images", err=True)
         sys.exit(130)

@@ -109,5 +109,6 @@ class RecordWriter:
             self.stream.write(terminal_text(case_line(rec)) + "\n")
         self.stream.flush()
 
-    def close(self) -> None:
+    def flush(self) -> None:
+        """The stream is the caller's (stdout, a results file): flushed, not closed."""
         self.stream.flush()

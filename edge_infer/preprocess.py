@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -445,14 +444,6 @@ def prepare(
     """One BGR uint8 image -> float32 HxWx3 network input, as the spec says (into `out` if
     given)."""
     return to_tensor(resize_to_input(bgr, spec), spec, out)
-
-
-def prepare_batch(images: Sequence[np.ndarray], spec: PreprocessSpec | None = None) -> np.ndarray:
-    """Several BGR images -> float32 NxHxWx3."""
-    spec = spec or PreprocessSpec()
-    if not images:
-        return np.zeros((0, spec.input_size, spec.input_size, 3), np.float32)
-    return np.stack([prepare(img, spec) for img in images])
 
 
 def dihedral(x: np.ndarray, k: int) -> np.ndarray:

@@ -213,10 +213,6 @@ class Prediction:
     def headline(self) -> str:
         return headline(self.status, self.display_label, self.reason)
 
-    @property
-    def message(self) -> str:
-        return MESSAGES[self.reason] if self.reason else ""
-
     def to_record(self) -> dict[str, Any]:
         values = (
             self.source,

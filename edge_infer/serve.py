@@ -6,9 +6,10 @@ client-chosen name); any error in a request becomes a JSON error response, so a 
 request cannot stop the server. What the page or another program on the PC cannot do to it:
 
 - another web site open in the lab's browser cannot use it: a POST whose Origin is not this
-  server's own, or whose Sec-Fetch-Site says cross-site, is refused (403), and a request whose
-  Host is not the address it listens on is refused (DNS rebinding) unless it listens on all
-  interfaces (then a loud warning says so);
+  server's own, or whose Sec-Fetch-Site says cross-site, is refused (403); when it listens on
+  loopback, a request whose Host is neither a loopback name or address nor the address it
+  listens on is refused too (DNS rebinding); listening elsewhere, a loud warning at start says
+  the page is reachable from the network with no login;
 - a request's line and headers must arrive within the idle timeout (`SOCKET_TIMEOUT_S`) of
   the connection starting to wait for it, and a body at `MIN_BODY_RATE` after that grace
   (serve_watchdog: a trickle of bytes cannot hold a connection); at most `MAX_CONNECTIONS`

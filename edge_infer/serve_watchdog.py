@@ -1,7 +1,7 @@
 """Deadlines for the server's connections and one budget for the bytes it buffers.
 
 A socket timeout bounds each read, not a request: a client trickling one byte every few
-seconds never trips it, and 400 of them held every connection slot (issue 24). Here a request
+seconds never trips it, and 400 of them held every connection slot. Here a request
 must arrive whole within the idle timeout of the connection starting to wait for it, and a
 body must keep up a minimum rate once that grace is over; one reaper thread shuts down the
 socket of a connection that misses its deadline (the blocked read then returns at once).

@@ -105,8 +105,13 @@ class Tracked:
     since: float  # monotonic time its size/mtime last changed
     attempts: int = 0
     retry_at: float = 0.0
-    first_failure: float = 0.0
-    last_error: str = ""
+
+
+class Candidate(NamedTuple):
+    """A file of the folder that is the watcher's: ready to read now, or not yet."""
+
+    key: Key
+    ready: bool
 
 
 class FileRead(NamedTuple):
@@ -123,7 +128,6 @@ class FileRead(NamedTuple):
 class WatchStats:
     classified: int = 0
     failed: int = 0
-    retried: int = 0
     started: float = field(default_factory=time.monotonic)
 
 
@@ -223,18 +227,18 @@ class Watcher:
             self._folder_missing = False
         ready, present = [], set()
         for entry in entries:
-            key = self._candidate(entry, now)
-            if key is not None:
+            seen = self._candidate(entry, now)
+            if seen is not None:
                 present.add(entry.path)
-                if key is not True:
-                    ready.append(key)
+                if seen.ready:
+                    ready.append(seen.key)
         for gone in set(self._tracked) - present:
             del self._tracked[gone]
         return sorted(ready)
 
-    def _candidate(self, entry: os.DirEntry, now: float) -> Key | bool | None:
-        """The file's key when it is ready; True when it is tracked but not ready; None when
-        it is not ours or already done."""
+    def _candidate(self, entry: os.DirEntry, now: float) -> Candidate | None:
+        """The file as a candidate (ready now, or tracked until it settles or its retry is
+        due); None when it is not ours or already done."""
         path = Path(entry.path)
         if is_hidden_or_temporary(path):
             return None
@@ -257,14 +261,14 @@ class Watcher:
             self._tracked[entry.path] = t
         wait = self.settle if st.st_size or self.once else max(self.settle, EMPTY_SETTLE_S)
         if now - t.since < wait or now < t.retry_at:
-            return True
+            return Candidate(key, ready=False)
         if entry.is_symlink():
-            return key if path.suffix.lower() in IMAGE_SUFFIXES else None
+            return Candidate(key, ready=True) if path.suffix.lower() in IMAGE_SUFFIXES else None
         if path.suffix.lower() not in IMAGE_SUFFIXES and not looks_like_image(path):
             self._ignored.add(key)  # not an image by name or content: not ours
             del self._tracked[entry.path]
             return None
-        return key
+        return Candidate(key, ready=True)
 
     def pending(self) -> int:
         return len(self._tracked)
@@ -275,14 +279,10 @@ class Watcher:
         seconds since it last changed (then its error is final)."""
         now = time.monotonic()
         t = self._tracked.setdefault(key[0], Tracked(key[1], key[2], now))
-        if t.attempts == 0:
-            t.first_failure = now
         if now - t.since >= self.retry_for:
             return False
         t.attempts += 1
-        t.last_error = reason
         t.retry_at = now + min(MAX_BACKOFF_S, max(self.settle, 0.5) * 2 ** (t.attempts - 1))
-        self.stats.retried += 1
         log.info("%s: %s; retry %d in %.0f s", key[0], reason, t.attempts, t.retry_at - now)
         return True
 

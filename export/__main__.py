@@ -62,9 +62,9 @@ def convert_and_describe(args: argparse.Namespace):
     export_model, metrics = build_export_model(args.run, threshold)
     version = args.version or args.run.name
     guard_file = args.run / GUARDS_FILE
-    guards = json.loads(guard_file.read_text()) if guard_file.exists() else None
-    if guards is None:
-        step(f"no {guard_file}: the model has no guard thresholds (python -m train.guard)")
+    if not guard_file.exists():  # the graph's decision needs the guards: no model without them
+        raise SystemExit(f"{guard_file} not found: fit the guards first (python -m train.guard)")
+    guards = json.loads(guard_file.read_text())
     others = [json.loads((r / "metrics.json").read_text()) for r in args.also_run]
     meta = metadata_for(metrics, version, threshold, guards, others, read_site_reference(args.run))
     step("converting with tf2onnx")

@@ -123,7 +123,7 @@ def metadata_for(
     metrics: dict,
     version: str,
     uncertain_below: float,
-    guards: dict | None,
+    guards: dict,
     other_runs: list[dict] = (),
     site_reference: dict | None = None,
 ) -> ModelMetadata:
@@ -149,9 +149,7 @@ def metadata_for(
                 if k not in ("reference", "whiten", "mean")
             },
             codes=decision_codes(),
-        )
-        if guards
-        else Guards(None),
+        ),
         parameters=int(metrics["model"]["parameters"]),
         metrics=(split_metrics(metrics), *(split_metrics(m) for m in other_runs)),
         site_reference=site_reference,

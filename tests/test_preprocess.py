@@ -17,7 +17,6 @@ from edge_infer.preprocess import (
     dihedral,
     load_image,
     prepare,
-    prepare_batch,
     segment,
 )
 
@@ -157,7 +156,7 @@ def test_prepare_single_and_batch(sample_images):
     x = prepare(imgs[0])
     assert x.dtype == np.float32 and x.shape == (128, 128, 3)
     assert x.min() >= 0.0 and x.max() <= 1.0
-    b = prepare_batch(imgs)
+    b = np.stack([prepare(img) for img in imgs])
     assert b.shape == (3, 128, 128, 3) and np.array_equal(b[0], x)
     masked = prepare(imgs[0], PreprocessSpec(mask_background=True))
     assert (masked == 0).mean() > (x == 0).mean()

@@ -16,7 +16,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Ranges:
-    """The acquisition ranges the model is trained to handle (issue 12's realistic ranges)."""
+    """The acquisition ranges the model is trained to handle: the realistic ranges of a lamp,
+    white balance, stain, focus, sensor, compression and magnification at a second lab."""
 
     brightness: tuple[float, float] = (0.75, 1.3)
     gamma: tuple[float, float] = (0.7, 1.4)

@@ -1,8 +1,9 @@
 """The CNN: a small functional Keras model designed for a 2-core microscope PC.
 
-Pixels are spent late: a stride-2 stem takes 128 px to 64 px at once, then depthwise-separable
-blocks with residual connections widen as the resolution falls. BatchNorm momentum is 0.9 so the
-moving statistics used in inference mode catch up within a short training.
+Pixels are spent late: a stride-2 stem halves the input (160 px to 80 px) at once, then
+depthwise-separable blocks with residual connections widen as the resolution falls. BatchNorm
+momentum is 0.9 so the moving statistics used in inference mode catch up within a short
+training.
 """
 
 from __future__ import annotations

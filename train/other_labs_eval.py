@@ -30,7 +30,7 @@ SETS = {
     "Zheng2018_CellaVisionBlog/lymphocyte": "normal",
     "BCCD_cropped/lymphocyte": "normal",
 }
-#: issue 29's targets: blasts silently Benign, normal cells silently malignant
+#: the targets: blasts silently Benign, normal cells silently malignant
 TARGETS = {"malignant": 0.01, "normal": 0.02}
 
 

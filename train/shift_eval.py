@@ -98,7 +98,7 @@ SHIFTS: tuple[Shift, ...] = (
     _s("magnification x0.6", "magnification", False, lambda x, r: A.geometry(x, 0, 0.6), True),
     _s("magnification x1.6", "magnification", False, lambda x, r: A.geometry(x, 0, 1.6), True),
     _s("camera 0.6x pixels", "resolution", False, lambda x, r: A.resolution(x, 0.6)),
-    # the stress sweep (issue 29): magnification 0.5-2x, a brighter lamp, second labs
+    # the stress sweep: magnification 0.5-2x, a brighter lamp, second labs
     _s("magnification x0.5", "magnification", False, lambda x, r: A.geometry(x, 0, 0.5), True),
     _s("magnification x2.0", "magnification", False, lambda x, r: A.geometry(x, 0, 2.0), True),
     _s("lamp x1.3", "brightness", False, lambda x, r: A.brightness(x, 1.3), True),
@@ -165,7 +165,7 @@ def summary(rows: list[dict]) -> dict:
             (r["silent_missed_malignant"] for r in stress), default=0.0
         ),
         "stress_max_silent_errors": max((r["silent_errors"] for r in stress), default=0.0),
-        # issue 29's targets
+        # the model's targets (a wrong answer under stress: refuse rather)
         "targets": {
             "inside_min_served": 0.90,
             "inside_mean_served": 0.95,
