@@ -71,7 +71,8 @@ def paired_ms(fn, ref, x: np.ndarray, runs: int, blocks: int = BLOCKS) -> tuple[
 def tensors(data: Path, n: int) -> np.ndarray:
     """Network inputs of the first n test images, made by the shipped model's preprocessing."""
     from edge_infer import Classifier
-    from edge_infer.preprocess import load_image, prepare
+    from edge_infer.image.decode import load_image
+    from edge_infer.image.preprocess import prepare
     from train.dataset import read_manifest, select
 
     spec = Classifier(ONNX_MODEL, threads=1).meta.preprocess
@@ -187,7 +188,8 @@ def parity(methods: dict, x: np.ndarray) -> dict[str, float]:
 def make_int8(data: Path, workdir: Path) -> Path | None:
     """The int8 variant the exporter builds (not shipped: see models/README.md)."""
     from edge_infer import Classifier
-    from edge_infer.preprocess import load_image, prepare
+    from edge_infer.image.decode import load_image
+    from edge_infer.image.preprocess import prepare
     from export.quantize import quantize
     from train.dataset import read_manifest, select
 

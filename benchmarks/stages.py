@@ -34,16 +34,10 @@ sys.path.insert(0, str(ROOT))
 
 from edge_infer.bench import cold_start_seconds, collect_images  # noqa: E402
 from edge_infer.classifier import Classifier  # noqa: E402
-from edge_infer.formats import RecordWriter  # noqa: E402
-from edge_infer.preprocess import (  # noqa: E402
-    _INTERPOLATIONS,
-    _read_bytes,
-    decode_image,
-    load_image,
-    normalise_acquisition,
-    prepare,
-    to_tensor,
-)
+from edge_infer.image.decode import _read_bytes, decode_image, load_image  # noqa: E402
+from edge_infer.image.preprocess import normalise_acquisition, prepare, to_tensor  # noqa: E402
+from edge_infer.image.spec import INTERPOLATIONS  # noqa: E402
+from edge_infer.io.writers import RecordWriter  # noqa: E402
 
 
 def stage_costs(files: list[str], batch: int = 8) -> dict[str, float]:
@@ -55,7 +49,7 @@ def stage_costs(files: list[str], batch: int = 8) -> dict[str, float]:
     clf = Classifier(threads=1, workers=1)
     spec = clf.meta.preprocess
     size = (spec.input_size, spec.input_size)
-    interp = _INTERPOLATIONS[spec.interpolation]
+    interp = INTERPOLATIONS[spec.interpolation]
     # warm-up: OpenCV tables, onnxruntime kernels
     warm = decode_image(Path(files[0]).read_bytes())
     clf.predict_arrays([warm] * batch, ["w"] * batch)

@@ -39,7 +39,7 @@ from edge_infer import Classifier
 paths = open(sys.argv[1]).read().split(chr(10))
 clf = Classifier(threads=1, workers=int(sys.argv[2]))
 if sys.argv[3:] == ["as-commands"]:
-    from edge_infer.preprocess import opencv_single_threaded
+    from edge_infer.image.preprocess import opencv_single_threaded
     opencv_single_threaded()
 list(clf.iter_predict(paths[:16]))
 print("ready", flush=True)

@@ -17,8 +17,9 @@ import numpy as np
 
 from .classifier import Classifier
 from .errors import ImageError
-from .inputs import expand_paths
-from .preprocess import load_image, prepare
+from .image.decode import load_image
+from .image.preprocess import prepare
+from .io.inputs import expand_paths
 
 
 def _percentile(values: list[float], q: float) -> float:

@@ -17,6 +17,8 @@ from types import MappingProxyType
 import numpy as np
 
 from .errors import EdgeInferError, ImageError, ModelError
+from .image.decode import as_bgr_array, load_image
+from .image.preprocess import dihedral, prepare
 from .metadata import (
     CELL_FRACTION,
     IMAGE_SCORE,
@@ -29,12 +31,6 @@ from .metadata import (
     ModelMetadata,
 )
 from .model import OnnxModel, default_threads, usable_cpus
-from .preprocess import (
-    as_bgr_array,
-    dihedral,
-    load_image,
-    prepare,
-)
 from .result import Failure, Outcome, Prediction, Reason, Status, decide
 
 Image = str | Path | bytes | bytearray | memoryview | np.ndarray

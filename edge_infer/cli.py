@@ -15,9 +15,9 @@ import click
 from . import __version__
 from .classifier import DEFAULT_BATCH
 from .errors import EdgeInferError, ModelError
-from .formats import FORMATS, RecordWriter, terminal_text
-from .inputs import expand_paths
-from .serve_limits import SOCKET_TIMEOUT_S
+from .io.inputs import expand_paths
+from .io.writers import FORMATS, RecordWriter, terminal_text
+from .serve.limits import SOCKET_TIMEOUT_S
 
 
 def echo(text: str = "", err: bool = False) -> None:
@@ -44,7 +44,7 @@ def _classifier(model: str | None, threads: int | None, tta: bool = False, laten
     except ModelError as exc:
         raise BadModel(f"model {exc}") from None
     if clf.batches_side_by_side:  # this process is ours: one core per worker, no nested pool
-        from .preprocess import opencv_single_threaded
+        from .image.preprocess import opencv_single_threaded
 
         opencv_single_threaded()
     return clf
@@ -59,7 +59,7 @@ def _setup_logging(verbose: int = 0, quiet: int = 0, log_file: str | None = None
     -qq: errors only; -v: debug."""
     import logging
 
-    from .logfmt import PrintableFormatter
+    from .io.logfmt import PrintableFormatter
 
     level = logging.INFO + 10 * (quiet - verbose)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
@@ -374,8 +374,9 @@ def segment(image, output, model) -> None:
     outlined (orange), to see what is in view."""
     import cv2
 
-    from .preprocess import cell_fraction, explain_overlay, load_image
-    from .preprocess import segment as segment_mask
+    from .image.decode import load_image
+    from .image.segment import cell_fraction, explain_overlay
+    from .image.segment import segment as segment_mask
 
     spec = _classifier(model, 1).meta.preprocess  # the model says how it segments
     try:
@@ -477,8 +478,8 @@ def watch(
     per image (`name -> Pro 0.998 ok`) on stderr."""
     import logging
 
-    from .ledger import LedgerError
-    from .watch import FolderInUse, Watcher
+    from .watch.ledger import LedgerError
+    from .watch.watcher import FolderInUse, Watcher
 
     _setup_logging(verbose, quiet, log_file)
     if once and not Path(folder).is_dir():
@@ -553,7 +554,7 @@ def serve(
     import signal
     import threading
 
-    from .serve import is_loopback, make_server
+    from .serve.server import is_loopback, make_server
 
     _setup_logging(verbose, quiet, log_file)
     clf = _classifier(model, threads, latency=True)  # one upload at a time: latency first
@@ -616,7 +617,7 @@ def check_site_outputs(folder: Path, report: Path, json_path: Path | None) -> No
     """Refuse, before any work, outputs that would clobber the lab's files or each other:
     inside the folder being checked, the report and --json the same file, an existing file
     that is not an earlier output of check-site, or a place that cannot be written."""
-    from .site_report import VERDICT_META
+    from .site.report import VERDICT_META
 
     outputs = [("--report", report, VERDICT_META)]
     if json_path is not None:
@@ -692,8 +693,8 @@ def check_site_command(folder, labelled, report, json_path, model, threads) -> N
     Classifies FOLDER (at least 30 of the lab's own images) with the model as it is, compares
     their lamp, white balance, stain, focus, cell size and resolution with the training images,
     and says: fits (exit 0), fits but check (3), or does not fit (4), with what to change."""
-    from .site_check import VERDICT_WORDS, SiteCheckError, check_site, site_images
-    from .site_report import render
+    from .site.check import VERDICT_WORDS, SiteCheckError, check_site, site_images
+    from .site.report import render
 
     check_site_outputs(Path(folder), Path(report), Path(json_path) if json_path else None)
     clf = _classifier(model, threads)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .preprocess import PreprocessSpec
+from .image.spec import PreprocessSpec
 
 #: marks a model written by `python -m export`; its value is the schema version
 SCHEMA_KEY = "edge_infer.schema"
@@ -149,7 +149,7 @@ class ModelMetadata:
     #: the shipped model's test figures, then the same recipe on other splits (honest figures)
     metrics: tuple[SplitMetrics, ...] = ()
     provenance: dict[str, Any] = field(default_factory=dict)
-    #: the training images' acquisition statistics (edge_infer.site_stats.reference_from)
+    #: the training images' acquisition statistics (edge_infer.site.stats.reference_from)
     site_reference: dict[str, Any] | None = None
     dataset: str = DATASET
     intended_use: str = INTENDED_USE

@@ -13,6 +13,7 @@ import onnx
 import tensorflow as tf
 from keras import layers, ops
 
+from edge_infer.image.spec import PreprocessSpec
 from edge_infer.metadata import (
     ALL_PBS_CLASSES,
     GRAPH_OUTPUTS,
@@ -23,7 +24,6 @@ from edge_infer.metadata import (
     ModelMetadata,
     SplitMetrics,
 )
-from edge_infer.preprocess import PreprocessSpec
 from edge_infer.result import decision_codes
 from train.guard import OOD_STATS_FILE
 

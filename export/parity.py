@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_infer import Classifier
+from edge_infer.image.spec import PreprocessSpec
 from edge_infer.metadata import (
     GRAPH_OUTPUTS,
     IMAGE_SCORE,
@@ -14,7 +15,6 @@ from edge_infer.metadata import (
     PROBABILITIES,
     STATUS_CODE,
 )
-from edge_infer.preprocess import PreprocessSpec
 
 MAX_ABS_DIFF = 1e-4
 MIN_IMAGES = 300

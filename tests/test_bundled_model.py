@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from edge_infer import Classifier
+from edge_infer.image.decode import load_image
 from edge_infer.metadata import ALL_PBS_CLASSES
-from edge_infer.preprocess import load_image
 from edge_infer.result import NOT_RECOGNISED, Status
 from tests.conftest import ROOT, run_cli
 from train.dataset import read_manifest, select
@@ -144,7 +144,7 @@ def test_site_reference_is_what_the_runtime_measures_on_the_training_images(data
     """The bundled model's check-site reference equals the runtime's statistics of the
     training split, recomputed now (a changed statistic without a re-written reference would
     compare a lab against the wrong numbers)."""
-    from edge_infer.site_stats import SITE_STAT_KEYS, reference_from, site_statistics
+    from edge_infer.site.stats import SITE_STAT_KEYS, reference_from, site_statistics
 
     meta = Classifier().meta
     records = select(read_manifest(), "train", "split")

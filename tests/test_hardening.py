@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 from edge_infer import Classifier, Failure
-from edge_infer.fileops import durable_move
-from edge_infer.preprocess import load_image
+from edge_infer.image.decode import load_image
+from edge_infer.io.fileops import durable_move
 from tests.conftest import ROOT, jsonl, run_cli, start_cli, wait_for
 
 WATCH_FAST = ("--settle", "0.3", "--interval", "0.1", "--heartbeat", "1")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_infer.serve_limits import MAX_BODY_BYTES
-from edge_infer.site_report import CSP
+from edge_infer.serve.limits import MAX_BODY_BYTES
+from edge_infer.site.report import CSP
 from tests.conftest import run_cli, start_cli
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from edge_infer import Classifier
-from edge_infer.fileops import LockUnsafe, lock_exclusive, private_dir
-from edge_infer.watch import Watcher, folder_lock_path
+from edge_infer.io.fileops import LockUnsafe, lock_exclusive, private_dir
+from edge_infer.watch.watcher import Watcher, folder_lock_path
 from tests.conftest import ENV, ROOT, jsonl, wait_for
 
 WATCH_FAST = ("--settle", "0.3", "--interval", "0.1", "--heartbeat", "1")

@@ -1,4 +1,4 @@
-"""edge_infer.preprocess on real images and on every kind of bad input."""
+"""edge_infer.image (decoding, preprocessing) on real images and on every kind of bad input."""
 
 from __future__ import annotations
 
@@ -10,15 +10,10 @@ import numpy as np
 import pytest
 
 from edge_infer.errors import ImageError
-from edge_infer.preprocess import (
-    PreprocessSpec,
-    as_bgr_array,
-    cell_fraction,
-    dihedral,
-    load_image,
-    prepare,
-    segment,
-)
+from edge_infer.image.decode import as_bgr_array, load_image
+from edge_infer.image.preprocess import dihedral, prepare
+from edge_infer.image.segment import cell_fraction, segment
+from edge_infer.image.spec import PreprocessSpec
 
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
@@ -111,7 +106,7 @@ def test_truncation_rule_on_every_cut_of_baseline_and_progressive_jpegs(sample_i
     end-of-image marker: every strict prefix of a baseline and a progressive file (several
     scans) is; the whole file, and the file with bytes appended after its end (an FF DA
     among them included), is not."""
-    from edge_infer.preprocess import incomplete_reason
+    from edge_infer.image.decode import incomplete_reason
 
     img = load_image(sample_images[0])
     baseline = sample_images[0].read_bytes()

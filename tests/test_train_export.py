@@ -10,13 +10,15 @@ import onnx
 import pytest
 
 from edge_infer import Classifier, ModelError
+from edge_infer.image.decode import load_image
+from edge_infer.image.preprocess import dihedral, prepare
+from edge_infer.image.spec import PreprocessSpec
 from edge_infer.metadata import (
     ALL_PBS_CLASSES,
     GRAPH_OUTPUTS,
     STATUS_CODE,
     ModelMetadata,
 )
-from edge_infer.preprocess import PreprocessSpec, dihedral, load_image, prepare
 from edge_infer.result import STATUS_CODES, Status
 from tests.conftest import train_tiny
 

@@ -93,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--normalise",
         default="none",
         choices=("none", "white_patch"),
-        help="acquisition normalisation in edge_infer.preprocess (travels in the model)",
+        help="acquisition normalisation in edge_infer.image.preprocess (travels in the model)",
     )
     ap.add_argument(
         "--ema",
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> dict:
     import keras
     import tensorflow as tf
 
-    from edge_infer.preprocess import PreprocessSpec
+    from edge_infer.image.spec import PreprocessSpec
 
     from . import metrics as M
     from .dataset import CLASSES, manifest_hash

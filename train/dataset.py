@@ -17,9 +17,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_infer.imageformat import IMAGE_SUFFIXES
+from edge_infer.image.decode import load_image
+from edge_infer.image.formats import IMAGE_SUFFIXES
+from edge_infer.image.segment import segment
 from edge_infer.metadata import ALL_PBS_CLASSES
-from edge_infer.preprocess import load_image, segment
 
 CLASSES: tuple[str, ...] = tuple(c.name for c in ALL_PBS_CLASSES)
 SPLITS: tuple[str, ...] = ("train", "val", "test")

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_infer.preprocess import PreprocessSpec, load_image, prepare
+from edge_infer.image.decode import load_image
+from edge_infer.image.preprocess import prepare
+from edge_infer.image.spec import PreprocessSpec
 
 from .acquisition import RANGES, Ranges, random_acquisition
 from .dataset import CLASSES, default_data_root, read_manifest, run_manifest, select

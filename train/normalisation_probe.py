@@ -21,7 +21,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_infer.preprocess import PreprocessSpec, load_image, normalise_acquisition
+from edge_infer.image.decode import load_image
+from edge_infer.image.preprocess import normalise_acquisition
+from edge_infer.image.spec import PreprocessSpec
 
 from . import acquisition as A
 from .dataset import default_data_root, read_manifest, select

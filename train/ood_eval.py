@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from edge_infer import Classifier
-from edge_infer.preprocess import load_image
+from edge_infer.image.decode import load_image
 
 from .dataset import default_data_root, read_manifest, select
 

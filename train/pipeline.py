@@ -1,6 +1,6 @@
 """tf.data input pipeline: edge_infer's preprocessing (never a copy), cached, augmented on the fly.
 
-Decoding and preprocessing run through `tf.numpy_function` over `edge_infer.preprocess`, in
+Decoding and preprocessing run through `tf.numpy_function` over `edge_infer.image`, in
 parallel; the result is cached in memory, then each epoch draws one of the 8 dihedral transforms
 and a small stain jitter per image, with stateless ops so a seed reproduces the run.
 """
@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from edge_infer.preprocess import PreprocessSpec, load_image, prepare
+from edge_infer.image.decode import load_image
+from edge_infer.image.preprocess import prepare
+from edge_infer.image.spec import PreprocessSpec
 
 from .acquisition import RANGES, Ranges, random_acquisition
 
@@ -25,7 +27,7 @@ def load_prepared(path: str, spec: PreprocessSpec) -> np.ndarray:
 
 def dihedral_tf(x: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
     """k % 4 counter-clockwise quarter turns, then a left-right flip when k >= 4
-    (the same order as edge_infer.preprocess.dihedral)."""
+    (the same order as edge_infer.image.preprocess.dihedral)."""
     x = tf.image.rot90(x, k % 4)
     return tf.cond(k >= 4, lambda: tf.image.flip_left_right(x), lambda: x)
 

@@ -3,7 +3,7 @@
 Comparison rule (fixed): the authors' Segmented/ images store HSV values written as if BGR on a
 black background, so their mask is `channel 0 (their H) > 60`; JPEG noise and speckle are then
 removed from both masks the same way: a 3x3 opening and dropping 8-connected components under
-40 px (`edge_infer.preprocess.clean_mask`). IoU of two empty masks counts as 1.
+40 px (`edge_infer.image.segment.clean_mask`). IoU of two empty masks counts as 1.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_infer.preprocess import PreprocessSpec, clean_mask, load_image, overlay, segment
+from edge_infer.image.decode import load_image
+from edge_infer.image.segment import clean_mask, overlay, segment
+from edge_infer.image.spec import PreprocessSpec
 
 from .dataset import CLASSES, default_data_root, image_root
 

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from edge_infer import Classifier
-from edge_infer.preprocess import load_image
+from edge_infer.image.decode import load_image
 from edge_infer.result import Status
 
 from . import acquisition as A

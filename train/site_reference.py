@@ -1,5 +1,5 @@
 """`python -m train.site_reference --run RUN`: the training images' acquisition statistics
-(edge_infer.site_stats) as quantiles, written to RUN/site_reference.json; export puts them in
+(edge_infer.site.stats) as quantiles, written to RUN/site_reference.json; export puts them in
 the model's metadata, where `edge-infer check-site` compares a lab's images with them.
 
 The training images as the camera saved them (no augmentation): the reference describes the
@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_infer.preprocess import PreprocessSpec, load_image
-from edge_infer.site_stats import reference_from, site_statistics
+from edge_infer.image.decode import load_image
+from edge_infer.image.spec import PreprocessSpec
+from edge_infer.site.stats import reference_from, site_statistics
 
 from .dataset import CLASSES, default_data_root, read_manifest, run_manifest, select
 

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from edge_infer.preprocess import PreprocessSpec
+    from edge_infer.image.spec import PreprocessSpec
 
     from . import metrics as M
     from .dataset import CLASSES, default_data_root, read_manifest, run_manifest, select

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edge_infer.errors import ImageError
-from edge_infer.preprocess import (
+from edge_infer.image.decode import (
     MAX_DECODED_BYTES,
     MAX_JPEG_SCANS,
     decode_image,

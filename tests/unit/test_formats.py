@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from edge_infer.formats import RecordWriter, table_row
+from edge_infer.io.writers import RecordWriter, table_row
 from edge_infer.result import Failure, Reason, Status, flat_fields
 from tests.unit.test_result import CLASSES, prediction
 
@@ -67,7 +67,7 @@ def test_printable_escapes_exactly_the_unsafe_characters():
     """The fast path (str.isprintable) and the escape rule agree on every character of the
     first planes, lone surrogates included: escaped are controls, C1, line/paragraph
     separators and surrogates; everything else is kept as it is."""
-    from edge_infer.formats import printable
+    from edge_infer.io.writers import printable
 
     def unsafe(cp: int) -> bool:
         return cp < 0x20 or 0x7F <= cp < 0xA0 or cp in (0x2028, 0x2029) or 0xD800 <= cp < 0xE000

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from edge_infer.errors import ImageError
-from edge_infer.imageformat import IMAGE_SUFFIXES, detect
-from edge_infer.preprocess import MAX_PIXELS, decode_image
+from edge_infer.image.decode import MAX_PIXELS, decode_image
+from edge_infer.image.formats import IMAGE_SUFFIXES, detect
 
 IMG = (np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)
 

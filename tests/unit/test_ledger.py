@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_infer.ledger import LedgerError, LedgerInUse, ResultsLedger
 from edge_infer.result import Status
+from edge_infer.watch.ledger import LedgerError, LedgerInUse, ResultsLedger
 from tests.unit.test_result import CLASSES, prediction
 
 

@@ -8,7 +8,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from .result import flat_fields, flatten, table_header, table_line
+from ..result import flat_fields, flatten, table_header, table_line
 
 FORMATS = ("table", "jsonl", "csv", "excel")
 #: paths longer than this overflow their column instead of widening every row
@@ -93,7 +93,7 @@ class RecordWriter:
     def write_case(self, rec: dict[str, Any]) -> None:
         """A case record after the image records: a JSON line, a CSV row in the case columns
         (the writer made with `extra_fields=cases.csv_fields(...)`), or a table line."""
-        from .cases import case_line, flat_case
+        from ..cases import case_line, flat_case
 
         if self.fmt == "jsonl":
             self.stream.write(json.dumps(rec, ensure_ascii=True) + "\n")

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .fileops import LockHeld, LockUnsafe, lock_exclusive
-from .formats import RecordWriter
-from .result import PATH
+from ..io.fileops import LockHeld, LockUnsafe, lock_exclusive
+from ..io.writers import RecordWriter
+from ..result import PATH
 
 log = logging.getLogger("edge_infer.watch")
 

@@ -2,7 +2,7 @@
 
 Polling, not inotify: events do not arrive over SMB/NFS shares and fire before a copy ends. A
 file is taken once its size and mtime have been unchanged for `settle` seconds, and only if they
-are still unchanged after it was read. The results file is the ledger (edge_infer.ledger): a
+are still unchanged after it was read. The results file is the ledger (edge_infer.watch.ledger): a
 restarted watcher skips what is done and redoes what is not, even after `kill -9`.
 
 What a lab's folders do to it, and what it does:
@@ -13,7 +13,7 @@ What a lab's folders do to it, and what it does:
 - a second watcher on the same folder or results file refuses to start;
 - a full disk or a read-only results file pauses the watcher (nothing moved, nothing lost) and
   it resumes when writing works again; a results file deleted or rotated is started again;
-- moves to --done-dir/--failed-dir are durable (edge_infer.fileops.durable_move) and a failed
+- moves to --done-dir/--failed-dir are durable (edge_infer.io.fileops.durable_move) and a failed
   move is retried to the same recorded name, never to a new one;
 - a symbolic link in the folder is recorded as an error and left where it is: never read,
   never moved as a copy of what it points to; the folder itself is checked every scan
@@ -38,8 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from .classifier import DEFAULT_BATCH, Classifier
-from .fileops import (
+from ..classifier import DEFAULT_BATCH, Classifier
+from ..image.decode import MAX_FILE_BYTES, incomplete_reason
+from ..image.formats import IMAGE_SUFFIXES, SIGNATURE_BYTES, detect
+from ..io.fileops import (
     SYMLINK,
     LockHeld,
     LockUnsafe,
@@ -49,12 +51,10 @@ from .fileops import (
     private_dir,
     read_limited,
 )
-from .formats import printable
-from .imageformat import IMAGE_SUFFIXES, SIGNATURE_BYTES, detect
-from .inputs import is_hidden_or_temporary
+from ..io.inputs import is_hidden_or_temporary
+from ..io.writers import printable
+from ..result import Failure, log_line
 from .ledger import Key, LedgerInUse, ResultsLedger
-from .preprocess import MAX_FILE_BYTES, incomplete_reason
-from .result import Failure, log_line
 
 log = logging.getLogger("edge_infer.watch")
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .imageformat import IMAGE_SUFFIXES
+from ..image.formats import IMAGE_SUFFIXES
 
 
 def is_hidden_or_temporary(path: Path) -> bool:

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .preprocess import PreprocessSpec, channel_levels, clean_mask, normalise_acquisition
+from ..image.preprocess import channel_levels, normalise_acquisition
+from ..image.segment import clean_mask
+from ..image.spec import PreprocessSpec
 
 
 @dataclass(frozen=True)

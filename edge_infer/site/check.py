@@ -1,7 +1,7 @@
 """`edge-infer check-site`: does the model fit this lab's microscope?
 
 It classifies a folder of the lab's own images with the model as it is (no guard or threshold
-is changed), measures their acquisition statistics (edge_infer.site_stats) against the
+is changed), measures their acquisition statistics (edge_infer.site.stats) against the
 training reference carried in the model, and gives one verdict with its reasons, each with
 what to change at the microscope. With labelled sub-folders it also measures accuracy.
 """
@@ -19,12 +19,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .classifier import DEFAULT_BATCH, Classifier
-from .errors import EdgeInferError, ImageError
-from .formats import printable
-from .inputs import expand_paths
-from .result import HEADLINE, LABEL, NOT_RECOGNISED, PATH, STATUS, Failure, Outcome, Reason, Status
-from .site_stats import SITE_STATS, SiteStat, quantile, site_statistics
+from ..classifier import DEFAULT_BATCH, Classifier
+from ..errors import EdgeInferError, ImageError
+from ..io.inputs import expand_paths
+from ..io.writers import printable
+from ..result import HEADLINE, LABEL, NOT_RECOGNISED, PATH, STATUS, Failure, Outcome, Reason, Status
+from .stats import SITE_STATS, SiteStat, quantile, site_statistics
 
 #: fewer images say too little about a site (and the median of 30 is already noisy)
 MIN_SITE_IMAGES = 30

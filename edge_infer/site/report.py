@@ -8,9 +8,9 @@ import datetime as dt
 import re
 from html import escape, unescape
 
-from .formats import printable
-from .result import Status
-from .site_check import VERDICT_WORDS, SiteReport, StatSummary, Verdict
+from ..io.writers import printable
+from ..result import Status
+from .check import VERDICT_WORDS, SiteReport, StatSummary, Verdict
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 VERDICT_CLASS = {Verdict.FITS: "fits", Verdict.CHECK: "check", Verdict.DOES_NOT_FIT: "nofit"}

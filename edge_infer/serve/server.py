@@ -40,12 +40,13 @@ from urllib.parse import parse_qs, urlparse
 
 import cv2
 
-from .classifier import Classifier
-from .errors import ImageError
-from .formats import printable
-from .preprocess import explain_overlay, load_image
-from .result import ERROR, vocabulary
-from .serve_limits import (
+from ..classifier import Classifier
+from ..errors import ImageError
+from ..image.decode import load_image
+from ..image.segment import explain_overlay
+from ..io.writers import printable
+from ..result import ERROR, vocabulary
+from .limits import (
     BODY_BUDGET_BODIES,
     DRAIN_LIMIT,
     LISTEN_BACKLOG,
@@ -56,7 +57,7 @@ from .serve_limits import (
     MIN_BODY_RATE,
     SOCKET_TIMEOUT_S,
 )
-from .serve_watchdog import BODY, WAITING, WORKING, ConnectionWatch
+from .watchdog import BODY, WAITING, WORKING, ConnectionWatch
 
 log = logging.getLogger("edge_infer.serve")
 
@@ -84,7 +85,7 @@ class BadRequest(Exception):
 
 
 def static_file(name: str) -> bytes:
-    return (resources.files("edge_infer") / "static" / name).read_bytes()
+    return (resources.files("edge_infer.serve") / "static" / name).read_bytes()
 
 
 def _header_params(value: str) -> tuple[str, dict[str, str]]:
@@ -306,8 +307,8 @@ class Handler(BaseHTTPRequestHandler):
         """The site-check report given with --site-report: its verdict as JSON, or the page
         under the report's own Content-Security-Policy (its styles are inline). A report made
         with another model file than the one served says so instead of its verdict."""
-        from .site_check import VERDICT_WORDS
-        from .site_report import CSP, model_of, verdict_of
+        from ..site.check import VERDICT_WORDS
+        from ..site.report import CSP, model_of, verdict_of
 
         report = self.site_report
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from .formats import printable
+from .writers import printable
 
 
 class PrintableFormatter(logging.Formatter):

@@ -1,0 +1,1 @@
+"""Images: formats and decoding, the preprocessing spec, segmentation, tensors."""

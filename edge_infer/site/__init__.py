@@ -1,0 +1,1 @@
+"""check-site: does the model fit this lab's microscope?"""

@@ -1,0 +1,1 @@
+"""The folder watcher and its results ledger."""
