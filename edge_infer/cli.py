@@ -17,7 +17,7 @@ from .classifier import DEFAULT_BATCH
 from .errors import EdgeInferError, ModelError
 from .io.inputs import expand_paths
 from .io.writers import FORMATS, RecordWriter, terminal_text
-from .serve.limits import SOCKET_TIMEOUT_S
+from .serve.limits import MAX_BODY_BYTES, SOCKET_TIMEOUT_S
 
 
 def echo(text: str = "", err: bool = False) -> None:
@@ -526,7 +526,7 @@ def watch(
 @click.option(
     "--max-upload-mb",
     type=click.FloatRange(0.1, 512),
-    default=20.0,
+    default=MAX_BODY_BYTES / 2**20,
     show_default=True,
     help="Largest accepted upload.",
 )

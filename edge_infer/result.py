@@ -272,6 +272,18 @@ class Failure:
 Outcome = Prediction | Failure
 
 
+#: the decision: its conditions in priority order (the first that holds decides), the reason
+#: and status each gives; the last holds always. The graph (train.graph_guards) is built from
+#: this table and `decide` reads it, so the two cannot disagree.
+DECISION: tuple[tuple[Reason | None, Status], ...] = (
+    (Reason.NO_CELL, Status.OUT_OF_DISTRIBUTION),
+    (Reason.IMAGE, Status.OUT_OF_DISTRIBUTION),
+    (Reason.FEATURES, Status.OUT_OF_DISTRIBUTION),
+    (Reason.LOW_CONFIDENCE, Status.UNCERTAIN),
+    (None, Status.OK),
+)
+
+
 def decide(
     probabilities: Sequence[float],
     uncertain_below: float,
@@ -283,12 +295,12 @@ def decide(
     out-of-distribution rules the most specific reason is reported (no cell, then the image
     statistics, then the features)."""
     k = max(range(len(probabilities)), key=lambda i: probabilities[i])
-    if no_cell:
-        return k, Status.OUT_OF_DISTRIBUTION, Reason.NO_CELL
-    if image_ood:
-        return k, Status.OUT_OF_DISTRIBUTION, Reason.IMAGE
-    if feature_ood:
-        return k, Status.OUT_OF_DISTRIBUTION, Reason.FEATURES
-    if probabilities[k] < uncertain_below:
-        return k, Status.UNCERTAIN, Reason.LOW_CONFIDENCE
-    return k, Status.OK, None
+    holds = {
+        Reason.NO_CELL: no_cell,
+        Reason.IMAGE: image_ood,
+        Reason.FEATURES: feature_ood,
+        Reason.LOW_CONFIDENCE: probabilities[k] < uncertain_below,
+        None: True,
+    }
+    reason, status = next((r, s) for r, s in DECISION if holds[r])
+    return k, status, reason

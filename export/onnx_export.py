@@ -26,6 +26,7 @@ from edge_infer.metadata import (
 )
 from edge_infer.result import decision_codes
 from train.guard import OOD_STATS_FILE
+from train.model import FEATURES_LAYER, LOGITS_LAYER
 
 from .metadata_binding import bind_metadata
 
@@ -59,11 +60,11 @@ def build_export_model(run: Path, uncertain_below: float | None = None) -> tuple
     model = keras.models.load_model(run / "model.keras", compile=False)
     spec = PreprocessSpec.from_json(metrics["preprocess"])
     temperature = float(metrics["calibration"]["temperature"])
-    logits = model.get_layer("logits").output
+    logits = model.get_layer(LOGITS_LAYER).output
     scaled = layers.Rescaling(1.0 / temperature, name="temperature_scaling")(logits)
     probs = layers.Softmax(name="probabilities")(scaled)
     stats = np.load(run / OOD_STATS_FILE)
-    features = model.get_layer("features").output
+    features = model.get_layer(FEATURES_LAYER).output
     ood = MahalanobisScore(stats["means"], stats["whiten"], name=OOD_SCORE)(features)
     guards = json.loads((run / GUARDS_FILE).read_text())
     image = guards["image_stats"]

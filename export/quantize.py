@@ -23,6 +23,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edge_infer import Classifier
+from edge_infer.metadata import INPUT_NAME
 from edge_infer.model import OnnxModel
 
 MAX_ACCURACY_DROP = 0.003
@@ -50,7 +51,7 @@ def quantize(fp32: Path, out: Path, calibration: np.ndarray) -> None:
         quantize_static(
             str(pre),
             str(out),
-            TensorReader(calibration, "image"),
+            TensorReader(calibration, INPUT_NAME),
             quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,

@@ -161,3 +161,22 @@ def test_acquisition_recipe_trains_and_fits_the_guards_on_shifted_views(data, tm
     guards = json.loads((out / "guards.json").read_text())
     assert guards["acquisition_views"] == 2 and "acquisition-shifted" in guards["feature_rule"]
     assert len(guards["image_stats"]["stats"]) == len(guards["image_stats"]["median"]) == 10
+
+
+def test_the_graphs_decision_equals_decide_on_every_combination():
+    """train.graph_guards.decision (what the exported graph computes) and result.decide (the
+    runtime's TTA path) come from one table; checked on all 16 combinations."""
+    import itertools
+
+    import tensorflow as tf
+
+    from edge_infer.result import REASON_CODES, decide
+    from train.graph_guards import decision
+
+    combos = list(itertools.product((False, True), repeat=4))
+    cols = [tf.constant([c[i] for c in combos]) for i in range(4)]
+    status, reason = decision(*cols)
+    for i, (no_cell, image, features, low) in enumerate(combos):
+        probs = [0.5, 0.5] if low else [1.0, 0.0]
+        _, s, r = decide(probs, 0.9, no_cell, image, features)
+        assert STATUS_CODES[int(status[i])] is s and REASON_CODES[int(reason[i])] is r

@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from . import metrics as M
     from .dataset import CLASSES, manifest_hash
-    from .model import count_flops
+    from .model import LOGITS_LAYER, count_flops
     from .recipe import RECIPE_FILE, write_resolved
     from .report import plot_confusion
 
@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> dict:
     model.save(out / "model.keras")
 
     # --- evaluation, all in inference mode (predict() never uses batch statistics)
-    probe = keras.Model(model.input, model.get_layer("logits").output)
+    probe = keras.Model(model.input, model.get_layer(LOGITS_LAYER).output)
 
     def run(ds):
         return probe.predict(ds, verbose=0).astype(np.float64)

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from edge_infer.result import REASON_CODES, STATUS_CODES, Reason, Status
+from edge_infer.result import DECISION, REASON_CODES, STATUS_CODES, Reason
 
 #: the statistics, in the order of the `image_stats` output: colour (CIE Lab means and spreads),
 #: the stain's hue and share, sharpness at two scales. (Opponent colours, linear in RGB and so
@@ -189,17 +189,26 @@ def cell_fraction(x: tf.Tensor, spec, hsv=None) -> tf.Tensor:
     return tf.reduce_mean(opened, axis=[1, 2, 3])
 
 
-#: the decision's conditions in priority order (the first that holds decides), the reason and
-#: status code each gives, and the codes when none holds
-_DECISION = (
-    (Reason.NO_CELL, Status.OUT_OF_DISTRIBUTION),
-    (Reason.IMAGE, Status.OUT_OF_DISTRIBUTION),
-    (Reason.FEATURES, Status.OUT_OF_DISTRIBUTION),
-    (Reason.LOW_CONFIDENCE, Status.UNCERTAIN),
-    (None, Status.OK),
-)
-_DECISION_REASONS = np.array([REASON_CODES.index(r) for r, _ in _DECISION], np.int64)
-_DECISION_STATUSES = np.array([STATUS_CODES.index(s) for _, s in _DECISION], np.int64)
+_DECISION_REASONS = np.array([REASON_CODES.index(r) for r, _ in DECISION], np.int64)
+_DECISION_STATUSES = np.array([STATUS_CODES.index(s) for _, s in DECISION], np.int64)
+
+
+def decision(no_cell, image_ood, feature_ood, low):
+    """(status code, reason code) per image, by edge_infer.result.DECISION: the first condition
+    that holds decides (argmax returns the first maximum); one table lookup per output instead
+    of nested selects (each a handful of operators)."""
+    holds = {
+        Reason.NO_CELL: no_cell,
+        Reason.IMAGE: image_ood,
+        Reason.FEATURES: feature_ood,
+        Reason.LOW_CONFIDENCE: low,
+        None: tf.ones_like(low),
+    }
+    conditions = tf.stack([holds[r] for r, _ in DECISION], axis=1)
+    first = tf.argmax(tf.cast(conditions, tf.float32), axis=1)
+    reason = tf.gather(tf.constant(_DECISION_REASONS), first)
+    status = tf.gather(tf.constant(_DECISION_STATUSES), first)
+    return status, reason
 
 
 class GuardHead(layers.Layer):
@@ -246,15 +255,5 @@ class GuardHead(layers.Layer):
         feature_ood = ood > self.feature_threshold
         low = top < self.uncertain_below
 
-        # the first condition that holds decides (argmax returns the first maximum); one
-        # table lookup per output instead of nested selects (each a handful of operators)
-        first = tf.argmax(
-            tf.cast(
-                tf.stack([no_cell, image_ood, feature_ood, low, tf.ones_like(low)], axis=1),
-                tf.float32,
-            ),
-            axis=1,
-        )
-        reason = tf.gather(tf.constant(_DECISION_REASONS), first)
-        status = tf.gather(tf.constant(_DECISION_STATUSES), first)
+        status, reason = decision(no_cell, image_ood, feature_ood, low)
         return stats, score, cells, status, reason, label

@@ -25,6 +25,7 @@ from edge_infer.image.spec import PreprocessSpec
 from .acquisition import RANGES, Ranges, random_acquisition
 from .dataset import CLASSES, default_data_root, read_manifest, run_manifest, select
 from .image_guard import ImageStatsGuard
+from .model import FEATURES_LAYER
 
 GUARDS_FILE = "guards.json"
 OOD_STATS_FILE = "ood_stats.npz"
@@ -77,7 +78,7 @@ def fit_guards(
         acquisition = bool(metrics["training"].get("acquisition", False))
     column = metrics["split_column"]
     model = keras.models.load_model(run / "model.keras", compile=False)
-    probe = keras.Model(model.input, model.get_layer("features").output)
+    probe = keras.Model(model.input, model.get_layer(FEATURES_LAYER).output)
     records = read_manifest(run_manifest(metrics))
     n_copies = copies if acquisition else 0
     ranges = Ranges.from_json(metrics.get("acquisition_ranges"))

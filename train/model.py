@@ -11,7 +11,13 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from edge_infer.metadata import INPUT_NAME
+
 BN_MOMENTUM = 0.9
+#: the layers export and the guards read: pooled features (the out-of-distribution guard) and
+#: logits (temperature scaling)
+FEATURES_LAYER = "features"
+LOGITS_LAYER = "logits"
 
 
 def _conv_bn(x, filters: int, kernel: int = 3, stride: int = 1, name: str = ""):
@@ -65,13 +71,13 @@ def build_model(
     def w(c: int) -> int:
         return max(8, int(round(c * width / 8)) * 8)
 
-    inp = keras.Input((input_size, input_size, 3), name="image")
+    inp = keras.Input((input_size, input_size, 3), name=INPUT_NAME)
     x = _conv_bn(inp, w(stem), stride=2, name="stem")
     for i, (filters, stride) in enumerate(STAGES):
         x = _sep_block(x, w(filters), stride=stride, name=f"b{i}")
-    feats = layers.GlobalAveragePooling2D(name="features")(x)
+    feats = layers.GlobalAveragePooling2D(name=FEATURES_LAYER)(x)
     x = layers.Dropout(dropout, name="dropout")(feats)
-    logits = layers.Dense(n_classes, name="logits")(x)
+    logits = layers.Dense(n_classes, name=LOGITS_LAYER)(x)
     probs = layers.Softmax(name="probabilities")(logits)
     return keras.Model(inp, probs, name="all_cnn")
 

@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from . import metrics as M
     from .dataset import CLASSES, default_data_root, read_manifest, run_manifest, select
+    from .model import LOGITS_LAYER
     from .pipeline import make_dataset
 
     metrics = json.loads((args.run / "metrics.json").read_text())
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> dict:
     data = Path(metrics.get("recipe", {}).get("data", default_data_root()))
     records = read_manifest(run_manifest(metrics))
     model = keras.models.load_model(args.run / "model.keras", compile=False)
-    probe = keras.Model(model.input, model.get_layer("logits").output)
+    probe = keras.Model(model.input, model.get_layer(LOGITS_LAYER).output)
     temperature = metrics["calibration"]["temperature"]
 
     def probabilities(split: str):

@@ -54,7 +54,9 @@ def channel_levels(bgr: np.ndarray, percentile: float) -> np.ndarray:
 
 def white_patch_gains(bgr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """Per-channel (B, G, R) gains that map each channel's `white_percentile` to `white_target`."""
-    return spec.white_target / np.maximum(channel_levels(bgr, spec.white_percentile), 8)
+    return spec.white_target / np.maximum(
+        channel_levels(bgr, spec.white_percentile), spec.white_floor
+    )
 
 
 def normalise_acquisition(small_bgr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:

@@ -44,6 +44,9 @@ class PreprocessSpec:
     normalise: str = "none"
     white_percentile: float = 90.0
     white_target: float = 250.0
+    #: the lowest level a channel's background is taken to have (a black image is not
+    #: brightened without bound)
+    white_floor: float = 8.0
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -68,6 +71,8 @@ class PreprocessSpec:
             raise ValueError(f"normalise must be one of {NORMALISATIONS}, not {self.normalise!r}")
         if not 50.0 <= self.white_percentile <= 100.0 or not 1.0 <= self.white_target <= 255.0:
             raise ValueError("white_percentile must be in 50-100 and white_target in 1-255")
+        if not 1.0 <= self.white_floor <= self.white_target:
+            raise ValueError("white_floor must be in 1-white_target")
         if not 8 <= self.input_size <= 1024:
             raise ValueError(f"input_size {self.input_size} is out of range")
 

@@ -45,7 +45,7 @@ from ..errors import ImageError
 from ..image.decode import load_image
 from ..image.segment import explain_overlay
 from ..io.writers import printable
-from ..result import ERROR, vocabulary
+from ..result import ERROR, HEADLINE, Failure, vocabulary
 from .limits import (
     BODY_BUDGET_BODIES,
     DRAIN_LIMIT,
@@ -233,7 +233,9 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(obj).encode("utf-8"), "application/json", extra)
 
     def _error(self, status: HTTPStatus, reason: str, extra=()) -> None:
-        self._json(status, {ERROR: reason, "http_status": int(status)}, extra)
+        """An error as JSON, with the headline people read (the page shows it as it is)."""
+        body = {ERROR: reason, HEADLINE: Failure("", reason).headline, "http_status": int(status)}
+        self._json(status, body, extra)
 
     def send_error(self, code, message=None, explain=None) -> None:
         """The standard library's own errors (bad request line, unknown method) as JSON too."""
@@ -461,7 +463,10 @@ class Handler(BaseHTTPRequestHandler):
         return body
 
 
-_BUSY = json.dumps({ERROR: "server busy, retry shortly", "http_status": 503}).encode()
+_BUSY_REASON = "server busy, retry shortly"
+_BUSY = json.dumps(
+    {ERROR: _BUSY_REASON, HEADLINE: Failure("", _BUSY_REASON).headline, "http_status": 503}
+).encode()
 BUSY_RESPONSE = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
     b"Connection: close\r\nContent-Length: " + str(len(_BUSY)).encode() + b"\r\n\r\n" + _BUSY

@@ -28,7 +28,15 @@ from ..result import PATH
 log = logging.getLogger("edge_infer.watch")
 
 #: fields the watcher adds to every result record
-LEDGER_FIELDS = ("sha256", "size", "mtime_ns", "inode", "classified_at", "moved_to")
+SHA256, SIZE, MTIME_NS, INODE, CLASSIFIED_AT, MOVED_TO = (
+    "sha256",
+    "size",
+    "mtime_ns",
+    "inode",
+    "classified_at",
+    "moved_to",
+)
+LEDGER_FIELDS = (SHA256, SIZE, MTIME_NS, INODE, CLASSIFIED_AT, MOVED_TO)
 ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
 
 Key = tuple[str, int, int]  # path, size, mtime_ns
@@ -102,12 +110,12 @@ class ResultsLedger:
             data = data[:keep]
         for row in self._rows(data):
             try:
-                key = (row[PATH], int(row["size"]), int(row["mtime_ns"]))
-                inode = row.get("inode")
+                key = (row[PATH], int(row[SIZE]), int(row[MTIME_NS]))
+                inode = row.get(INODE)
                 entry = Entry(
-                    str(row["sha256"] or ""),
+                    str(row[SHA256] or ""),
                     int(inode) if inode not in (None, "") else None,
-                    row.get("moved_to") or None,
+                    row.get(MOVED_TO) or None,
                 )
             except (KeyError, TypeError, ValueError):
                 continue
@@ -182,8 +190,8 @@ class ResultsLedger:
                 self.fh.close()
             raise
         self._remember(
-            (record[PATH], record["size"], record["mtime_ns"]),
-            Entry(record["sha256"], record.get("inode"), record.get("moved_to")),
+            (record[PATH], record[SIZE], record[MTIME_NS]),
+            Entry(record[SHA256], record.get(INODE), record.get(MOVED_TO)),
         )
 
     def _remember(self, key: Key, entry: Entry) -> None:

@@ -54,7 +54,17 @@ from ..io.fileops import (
 from ..io.inputs import is_hidden_or_temporary
 from ..io.writers import printable
 from ..result import Failure, log_line
-from .ledger import Key, LedgerInUse, ResultsLedger
+from .ledger import (
+    CLASSIFIED_AT,
+    INODE,
+    MOVED_TO,
+    MTIME_NS,
+    SHA256,
+    SIZE,
+    Key,
+    LedgerInUse,
+    ResultsLedger,
+)
 
 log = logging.getLogger("edge_infer.watch")
 
@@ -374,12 +384,14 @@ class Watcher:
             )
             dest = None
         record.update(
-            sha256=read.digest,
-            size=key[1],
-            mtime_ns=key[2],
-            inode=read.inode,
-            classified_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            moved_to=str(dest) if dest else None,
+            {
+                SHA256: read.digest,
+                SIZE: key[1],
+                MTIME_NS: key[2],
+                INODE: read.inode,
+                CLASSIFIED_AT: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                MOVED_TO: str(dest) if dest else None,
+            }
         )
         try:
             self.ledger.append(record)

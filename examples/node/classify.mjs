@@ -151,7 +151,8 @@ function whitePatch(rgb, spec) {
       cum += hist[level];
       if (cum >= rank + 1) break;
     }
-    const gain = spec.white_target / Math.max(level, 8);
+    // models exported before the floor was in the metadata used 8
+    const gain = spec.white_target / Math.max(level, spec.white_floor ?? 8);
     for (let i = 0; i < n; i++) {
       out[i * 3 + c] = Math.min(255, Math.max(0, Math.floor(rgb[i * 3 + c] * gain + 0.5)));
     }

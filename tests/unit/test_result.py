@@ -74,3 +74,25 @@ def test_failure_record():
     assert rec["status"] == rec["verdict"] == "error"
     assert rec["headline"] == "Could not classify: file not found"
     assert list(rec) == list(RECORD_FIELDS) and rec["label"] is None
+
+
+def test_decide_on_every_combination_of_the_conditions():
+    """No cell, then image statistics, then features, then low confidence, else ok."""
+    import itertools
+
+    from edge_infer.result import Reason, Status, decide
+
+    for no_cell, image, features, low in itertools.product((False, True), repeat=4):
+        probs = [0.5, 0.3, 0.1, 0.1] if low else [0.95, 0.03, 0.01, 0.01]
+        k, status, reason = decide(probs, 0.9, no_cell, image, features)
+        if no_cell:
+            want = (Status.OUT_OF_DISTRIBUTION, Reason.NO_CELL)
+        elif image:
+            want = (Status.OUT_OF_DISTRIBUTION, Reason.IMAGE)
+        elif features:
+            want = (Status.OUT_OF_DISTRIBUTION, Reason.FEATURES)
+        elif low:
+            want = (Status.UNCERTAIN, Reason.LOW_CONFIDENCE)
+        else:
+            want = (Status.OK, None)
+        assert (k, status, reason) == (0, *want)

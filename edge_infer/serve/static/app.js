@@ -28,7 +28,7 @@ function render(card, file, rec) {
   if (rec.status === S().ERROR || rec.error) {
     card.append(el("div", { class: "banner failed", "data-testid": "result-headline",
                             "data-status": S().ERROR },
-                   rec.headline || "Could not classify: " + rec.error));
+                   rec.headline));
     return;
   }
   // the headline is the first thing read; a result that must not be used never shows a class
@@ -93,6 +93,11 @@ drop.addEventListener("drop", (e) => {
 });
 
 modelReady.then((m) => {
+  // the classes as the model names them: the page spells none itself
+  const benign = m.classes.filter((c) => !c.malignant).map((c) => c.display);
+  const malignant = m.classes.filter((c) => c.malignant).map((c) => c.display);
+  document.getElementById("classes-line").textContent =
+    `${benign.join(", ")} or malignant: ${malignant.join(", ")}`;
   const figures = (m.metrics || []).map((x) =>
     `${x.title} (n=${x.n}): ` +
     `accuracy ${pct(x.accuracy)}, malignant sensitivity ${pct(x.malignant_sensitivity)}`);
