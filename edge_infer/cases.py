@@ -218,26 +218,63 @@ def case_records(
     rule: CaseRule = RULE,
 ) -> list[dict[str, Any]]:
     """One case record per case, in order of first appearance."""
-    tallies: dict[str, CaseTally] = {}
+    book = CaseBook(definition, meta, rule)
     for rec in records:
-        case = definition.case_of(str(rec.get(PATH, "")))
-        tallies.setdefault(case, CaseTally(case)).add(rec)
-    out = []
-    for t in tallies.values():
-        kind, words = verdict(t, meta, rule)
-        out.append(
-            {
-                "kind": CASE_KIND,
-                "case": t.case,
-                VERDICT: words,
-                "case_verdict": kind,
-                "images": t.images,
-                "answered": t.answered,
-                UNCERTAIN: t.uncertain,
-                NOT_RECOGNISED: t.not_recognised,
-                "unreadable": t.unreadable,
-                "answers": {c: t.answers.get(c, 0) for c in meta.class_names},
-                "rule": rule.describe(),
-            }
-        )
-    return out
+        book.add(rec)
+    return book.records()
+
+
+def _case_record(t: CaseTally, meta: ModelMetadata, rule: CaseRule) -> dict[str, Any]:
+    kind, words = verdict(t, meta, rule)
+    return {
+        "kind": CASE_KIND,
+        "case": t.case,
+        VERDICT: words,
+        "case_verdict": kind,
+        "images": t.images,
+        "answered": t.answered,
+        UNCERTAIN: t.uncertain,
+        NOT_RECOGNISED: t.not_recognised,
+        "unreadable": t.unreadable,
+        "answers": {c: t.answers.get(c, 0) for c in meta.class_names},
+        "rule": rule.describe(),
+    }
+
+
+def case_summary_path(results: Path) -> Path:
+    """Where the watcher keeps its case summary: beside its results file."""
+    return results.with_name(results.name + ".cases.jsonl")
+
+
+class CaseBook:
+    """The cases of a running watcher: each record added updates its case; the verdicts are
+    kept so that a change can be told (and logged), and the whole summary is written by
+    atomic replace, so a reader never sees half of it and a crash leaves the last one whole."""
+
+    def __init__(
+        self, definition: CaseDefinition, meta: ModelMetadata, rule: CaseRule = RULE
+    ) -> None:
+        self.definition = definition
+        self.meta = meta
+        self.rule = rule
+        self.tallies: dict[str, CaseTally] = {}
+        self.verdicts: dict[str, str] = {}
+
+    def add(self, record: Mapping[str, Any]) -> tuple[str, str | None, str]:
+        """(case, verdict before or None, verdict now) after one image record."""
+        case = self.definition.case_of(str(record.get(PATH, "")))
+        self.tallies.setdefault(case, CaseTally(case)).add(record)
+        before = self.verdicts.get(case)
+        self.verdicts[case] = verdict(self.tallies[case], self.meta, self.rule)[1]
+        return case, before, self.verdicts[case]
+
+    def records(self) -> list[dict[str, Any]]:
+        return [_case_record(t, self.meta, self.rule) for t in self.tallies.values()]
+
+    def write(self, path: Path) -> None:
+        import json
+
+        from .io.fileops import write_atomically
+
+        lines = "".join(json.dumps(r, ensure_ascii=True) + "\n" for r in self.records())
+        write_atomically(path, lines)

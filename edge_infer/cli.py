@@ -15,6 +15,7 @@ import click
 from . import __version__
 from .classifier import DEFAULT_BATCH
 from .errors import EdgeInferError, ModelError
+from .io.fileops import write_atomically
 from .io.inputs import expand_paths
 from .io.writers import FORMATS, RecordWriter, terminal_text
 from .serve.limits import MAX_BODY_BYTES, SOCKET_TIMEOUT_S
@@ -452,6 +453,25 @@ def segment(image, output, model) -> None:
     "counted from its last change, before recording it as an error.",
 )
 @click.option("--once", is_flag=True, help="Process what is there, then exit.")
+@click.option(
+    "--cases",
+    "with_cases",
+    is_flag=True,
+    help="Keep one summary and verdict per case (slide or patient; by default the images of "
+    "one folder) in RESULTS.cases.jsonl, replaced as images arrive; log a case's new verdict.",
+)
+@click.option(
+    "--case-map",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="With --cases: a CSV with columns path,case.",
+)
+@click.option(
+    "--case-pattern",
+    default=None,
+    metavar="REGEX",
+    help="With --cases: the case is the first group of this pattern in the image's path.",
+)
 @tta_option
 @model_option
 @threads_option
@@ -467,6 +487,9 @@ def watch(
     heartbeat,
     retry_for,
     once,
+    with_cases,
+    case_map,
+    case_pattern,
     tta,
     model,
     threads,
@@ -478,9 +501,11 @@ def watch(
     per image (`name -> Pro 0.998 ok`) on stderr."""
     import logging
 
+    from .cases import CaseBook, case_summary_path
     from .watch.ledger import LedgerError
     from .watch.watcher import FolderInUse, Watcher
 
+    cases = _case_definition(with_cases, case_map, case_pattern)
     _setup_logging(verbose, quiet, log_file)
     if once and not Path(folder).is_dir():
         raise click.UsageError(f"folder {folder} does not exist")
@@ -499,6 +524,8 @@ def watch(
             heartbeat=heartbeat,
             retry_for=retry_for,
             once=once,
+            cases=CaseBook(cases, clf.meta) if cases is not None else None,
+            case_summary=case_summary_path(Path(results)) if cases is not None else None,
         )
     except (FolderInUse, LedgerError) as exc:
         raise click.UsageError(str(exc)) from None
@@ -646,21 +673,6 @@ def check_site_outputs(folder: Path, report: Path, json_path: Path | None) -> No
         except OSError as exc:
             reason = exc.strerror or exc
             raise SiteRefused(f"{option} {path}: cannot write there ({reason})") from None
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write beside the target, then rename over it: a failure leaves the earlier file whole
-    (never a 0-byte report). Names that are not valid UTF-8 are written as escapes."""
-    tmp = path.with_name(f".{path.name}.edge-infer-part")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(text.encode("utf-8", "backslashreplace"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 @main.command("check-site")

@@ -127,6 +127,21 @@ def _move_link(src: Path, dest: Path) -> None:
     fsync_dir(dest.parent)
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Write beside the target, then rename over it: a failure leaves the earlier file whole
+    (never a 0-byte report). Names that are not valid UTF-8 are written as escapes."""
+    tmp = path.with_name(f".{path.name}.edge-infer-part")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(text.encode("utf-8", "backslashreplace"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 class LockHeld(Exception):
     """Another process holds the lock."""
 

@@ -132,6 +132,11 @@ class ResultsLedger:
                 except json.JSONDecodeError:
                     log.warning("results file: skipping an unreadable line")
 
+    def records(self):
+        """Every record of the results file as it is on disk (for the case summaries)."""
+        if self.path.exists():
+            yield from self._rows(self.path.read_bytes())
+
     # ------------------------------------------------------------------ writing
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from ..cases import CaseBook
 from ..classifier import DEFAULT_BATCH, Classifier
 from ..image.decode import MAX_FILE_BYTES, incomplete_reason
 from ..image.formats import IMAGE_SUFFIXES, SIGNATURE_BYTES, detect
@@ -157,6 +158,8 @@ class Watcher:
         heartbeat: float = 60.0,
         retry_for: float = 120.0,
         once: bool = False,
+        cases: CaseBook | None = None,
+        case_summary: Path | None = None,
     ) -> None:
         self.folder = Path(os.path.realpath(folder))
         self.clf = classifier
@@ -192,6 +195,14 @@ class Watcher:
         self._write_failing = False
         self._move_retry_at: dict[str, float] = {}
         self._last_beat = time.monotonic()
+        # the cases, rebuilt from the results file (so a restart, even after kill -9, gives
+        # the summary a fresh computation from the ledger would)
+        self.cases = cases
+        self.case_summary = case_summary
+        if cases is not None:
+            for row in self.ledger.records():
+                cases.add(row)
+            self._write_cases()
 
     # ---------------------------------------------------------------- scanning
     def _walk(self) -> Iterator[os.DirEntry]:
@@ -415,9 +426,22 @@ class Watcher:
         else:
             self.stats.failed += 1
             log.warning("%s", log_line(record, printable))
+        if self.cases is not None:
+            case, before, now = self.cases.add(record)
+            if now != before:
+                log.info("case %s: %s", printable(case), now)
+            self._write_cases()
         if dest is not None:
             self._finish_move(key[0], dest)
         return True
+
+    def _write_cases(self) -> None:
+        if self.cases is None or self.case_summary is None:
+            return
+        try:
+            self.cases.write(self.case_summary)
+        except OSError as exc:  # the results are written; the summary is redone next time
+            log.warning("cannot write the case summary %s: %s", self.case_summary, exc)
 
     @staticmethod
     def _still_there(read: FileRead) -> bool:
