@@ -241,6 +241,17 @@ def _case_record(t: CaseTally, meta: ModelMetadata, rule: CaseRule) -> dict[str,
     }
 
 
+def one_case(
+    records: Iterable[Mapping[str, Any]], meta: ModelMetadata, case: str, rule: CaseRule = RULE
+) -> dict[str, Any]:
+    """The case record of images that form one case whatever their names (dropped together
+    on the page)."""
+    tally = CaseTally(case)
+    for rec in records:
+        tally.add(rec)
+    return _case_record(tally, meta, rule)
+
+
 def case_summary_path(results: Path) -> Path:
     """Where the watcher keeps its case summary: beside its results file."""
     return results.with_name(results.name + ".cases.jsonl")

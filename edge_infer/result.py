@@ -164,8 +164,12 @@ def log_line(rec: Mapping[str, Any], printable=str) -> str:
 
 
 def vocabulary() -> dict[str, Any]:
-    """The words the page needs to read records, so it spells none of them itself."""
-    return {"status": {s.name: s.value for s in Status}}
+    """The words the page needs to read records, so it spells none of them itself (the error
+    headline with `{reason}` where the page puts what went wrong on its side)."""
+    return {
+        "status": {s.name: s.value for s in Status},
+        "error_headline": headline(Status.ERROR, None, None, "{reason}"),
+    }
 
 
 def flatten(record: Mapping[str, Any]) -> dict[str, Any]:

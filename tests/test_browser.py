@@ -201,3 +201,29 @@ def test_site_check_report_is_offline_and_linked_from_the_page(browser, tmp_path
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_images_dropped_together_are_one_case_with_its_verdict_first(browser, page_url, data):
+    """Several files chosen at once: the case card comes first, with the verdict the case rule
+    of edge_infer.cases gives for the same records; then each image."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from edge_infer.cases import one_case
+
+    images = sorted((data / "Original" / "Pro").glob("*.jpg"))[:4]
+    clf = Classifier()
+    want = one_case([p.to_record() for p in clf.predict_batch(images)], clf.meta, "x")
+    browser.get(page_url)
+    WebDriverWait(browser, 20).until(
+        lambda d: "Model all-pbs" in d.find_element(By.ID, "model-line").text
+    )
+    browser.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in images))
+    verdict = WebDriverWait(browser, 60).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, "[data-testid=case-verdict]")
+    )
+    assert verdict.text == want["verdict"]
+    assert verdict.get_attribute("data-verdict") == want["case_verdict"]
+    cards = browser.find_elements(By.CSS_SELECTOR, "#results .group:first-child .card")
+    assert "case" in cards[0].get_attribute("class") and len(cards) == 5
+    assert "Benign" in browser.find_element(By.ID, "classes-line").text

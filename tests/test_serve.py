@@ -136,3 +136,15 @@ def test_concurrent_uploads(server, tiny_onnx, sample_images):
     assert len(results) == 36
     for name, (status, rec) in results:
         assert status == 200 and rec["label"] == want[name]
+
+
+def test_a_case_of_records_gets_the_runtime_rule(server, tiny_onnx):
+    from edge_infer.cases import one_case
+
+    records = [{"status": "ok", "label": "Pre"}] * 5 + [{"status": "uncertain", "label": "Pro"}]
+    json_type = {"Content-Type": "application/json"}
+    status, got = request(server, "POST", "/api/case", json.dumps({"records": records}), json_type)
+    assert status == 200
+    assert got == one_case(records, Classifier(tiny_onnx).meta, "dropped together")
+    for bad in ({"records": [{"status": "fine", "label": "Pre"}]}, {"x": 1}, {"records": []}):
+        assert request(server, "POST", "/api/case", json.dumps(bad), json_type)[0] == 400

@@ -45,7 +45,7 @@ from ..errors import ImageError
 from ..image.decode import load_image
 from ..image.segment import explain_overlay
 from ..io.writers import printable
-from ..result import ERROR, HEADLINE, Failure, vocabulary
+from ..result import ERROR, HEADLINE, LABEL, STATUS, Failure, Status, vocabulary
 from .limits import (
     BODY_BUDGET_BODIES,
     DRAIN_LIMIT,
@@ -61,6 +61,9 @@ from .watchdog import BODY, WAITING, WORKING, ConnectionWatch
 
 log = logging.getLogger("edge_infer.serve")
 
+#: the key of the records list posted to /api/case
+RECORDS = "records"
+
 
 STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -68,6 +71,10 @@ STATIC = {
     "/static/style.css": ("style.css", "text/css; charset=utf-8"),
 }
 API_CLASSIFY = "/api/classify"
+API_CASE = "/api/case"
+#: a case posted to /api/case: at most this many images, this many bytes of JSON
+MAX_CASE_IMAGES = 10_000
+MAX_CASE_BYTES = 2 * 1024 * 1024
 API_MODEL = "/api/model"
 API_SITE_CHECK = "/api/site-check"
 SITE_CHECK_PAGE = "/site-check"
@@ -362,6 +369,9 @@ class Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             url = urlparse(self.path)
+            if url.path == API_CASE:
+                self._case()
+                return
             if url.path != API_CLASSIFY:
                 self._error(HTTPStatus.NOT_FOUND, f"no such endpoint: {url.path}")
                 return
@@ -378,6 +388,39 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as exc:
             log.exception("POST %s failed", self.path)
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {type(exc).__name__}")
+
+    def _case(self) -> None:
+        """Images dropped together are one case: the page posts the records it got back
+        (status and label of each) and the case rule of edge_infer.cases answers, so the page
+        holds no rule of its own."""
+        from ..cases import one_case
+
+        value = self.headers.get("Content-Length", "").strip()
+        if not value.isascii() or not value.isdigit() or int(value) > MAX_CASE_BYTES:
+            self.close_connection = True
+            raise BadRequest(
+                HTTPStatus.BAD_REQUEST, f"a case is JSON of at most {MAX_CASE_BYTES} bytes"
+            )
+        body, reserved = self._read_body()  # the body's deadline and the budget apply
+        try:
+            records = json.loads(body)[RECORDS]
+        except (ValueError, KeyError, TypeError, RecursionError):
+            raise BadRequest(HTTPStatus.BAD_REQUEST, 'send {"records": [...]} as JSON') from None
+        finally:
+            del body
+            self.server.watch.release(reserved)
+        classes = set(self.classifier.classes)
+        statuses = {s.value for s in Status}
+        if not isinstance(records, list) or not 0 < len(records) <= MAX_CASE_IMAGES:
+            raise BadRequest(HTTPStatus.BAD_REQUEST, f"1 to {MAX_CASE_IMAGES} records")
+        clean = []
+        for rec in records:
+            status = rec.get(STATUS) if isinstance(rec, dict) else None
+            label = rec.get(LABEL) if isinstance(rec, dict) else None
+            if status not in statuses or (label is not None and label not in classes):
+                raise BadRequest(HTTPStatus.BAD_REQUEST, "a record with an unknown status or label")
+            clean.append({STATUS: status, LABEL: label})
+        self._json(200, one_case(clean, self.classifier.meta, "dropped together"))
 
     def _classify_body(self, url, body: bytearray) -> None:
         """Decode and classify an upload (at most MAX_DECODES at a time); answer JSON."""

@@ -64,9 +64,14 @@ function render(card, file, rec) {
     panel));
 }
 
-async function classify(file) {
+function errorHeadline(reason) {
+  return (model.error_headline || "{reason}").replace("{reason}", reason);
+}
+
+async function classify(file, where) {
   const card = el("article", { class: "card" }, el("h2", {}, file.name), "Classifying...");
-  results.prepend(card);
+  where.append(card);
+  let rec;
   try {
     await modelReady.catch(() => null);
     const resp = await fetch("/api/classify?overlay=1", {
@@ -74,14 +79,43 @@ async function classify(file) {
       headers: { "Content-Type": "application/octet-stream" },
       body: file,
     });
-    const rec = await resp.json();
-    render(card, file, rec);
+    rec = await resp.json();
   } catch (err) {
-    render(card, file, { status: S().ERROR, error: String(err) });
+    rec = { status: S().ERROR, error: String(err), headline: errorHeadline(String(err)) };
   }
+  render(card, file, rec);
+  return rec.status ? rec : { ...rec, status: S().ERROR };
 }
 
-function handle(files) { for (const f of files) classify(f); }
+// images dropped together are one case: its verdict (the server's rule) comes first
+async function renderCase(card, recs) {
+  const resp = await fetch("/api/case", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ records: recs.map((r) => ({ status: r.status, label: r.label })) }),
+  });
+  const c = await resp.json();
+  card.replaceChildren(
+    el("h2", {}, `Case: ${recs.length} images dropped together`),
+    el("div", { class: "case-verdict " + c.case_verdict, "data-testid": "case-verdict",
+                "data-verdict": c.case_verdict }, c.verdict || c.headline),
+    el("p", { class: "case-counts" }, `${c.answered} answered, ${c.uncertain} uncertain, ` +
+       `${c.not_recognised} not recognised, ${c.unreadable} unreadable. Rule: ${c.rule}`));
+}
+
+async function handle(files) {
+  const group = el("section", { class: "group" });
+  results.prepend(group);
+  let caseCard = null;
+  if (files.length > 1) {
+    caseCard = el("article", { class: "card case" }, "Classifying the case...");
+    group.append(caseCard);
+  }
+  const recs = await Promise.all([...files].map((f) => classify(f, group)));
+  if (caseCard) await renderCase(caseCard, recs).catch((err) => {
+    caseCard.replaceChildren(errorHeadline(String(err)));
+  });
+}
 
 input.addEventListener("change", () => handle(input.files));
 drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
