@@ -20,6 +20,7 @@ from .errors import EdgeInferError, ImageError, ModelError
 from .image.decode import as_bgr_array, load_image
 from .image.preprocess import dihedral, prepare
 from .metadata import (
+    CAM,
     CELL_FRACTION,
     IMAGE_SCORE,
     IMAGE_STATS,
@@ -335,4 +336,5 @@ class Classifier:
             model=meta.version,
             cell_fraction=float(out[CELL_FRACTION][i]),
             image_stats=tuple(float(v) for v in out[IMAGE_STATS][i]),
+            cam=np.array(out[CAM][i]) if CAM in out else None,
         )

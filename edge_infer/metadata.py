@@ -31,6 +31,9 @@ CELL_FRACTION = "cell_fraction"
 STATUS_CODE = "status_code"
 REASON_CODE = "reason_code"
 LABEL_INDEX = "label_index"
+#: an optional output (models exported with it): the class activation map of the predicted
+#: class, [N, h, w] in [0, 1], h x w the last feature map's grid
+CAM = "cam"
 GRAPH_OUTPUTS = (
     PROBABILITIES,
     OOD_SCORE,

@@ -9,9 +9,12 @@ be used never headlines a class: its `label` is None (the network's argmax stays
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from .metadata import IMAGE_SCORE, OOD_SCORE, PROBABILITIES
 
@@ -198,6 +201,10 @@ class Prediction:
     #: the graph's stained share and image statistics (not part of the record)
     cell_fraction: float | None = None
     image_stats: tuple[float, ...] | None = None
+    #: where the model looked (the graph's class activation map of the predicted class, h x w
+    #: in [0, 1]); None for a model exported without it, or a TTA answer (not part of the
+    #: record)
+    cam: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     ok = True
 

@@ -16,6 +16,7 @@ from keras import layers, ops
 from edge_infer.image.spec import PreprocessSpec
 from edge_infer.metadata import (
     ALL_PBS_CLASSES,
+    CAM,
     GRAPH_OUTPUTS,
     INPUT_NAME,
     OOD_SCORE,
@@ -49,10 +50,33 @@ class MahalanobisScore(layers.Layer):
         return ops.min(ops.sum(ops.square(z), axis=-1), axis=-1, keepdims=True)
 
 
+class ClassActivationMap(layers.Layer):
+    """Where the model looked: the last feature map (before global average pooling) weighted
+    by the dense layer's weights of the predicted class (Zhou et al. 2016), negative evidence
+    cut at 0 and scaled so each image's maximum is 1. Exact for a network that ends in pooling
+    and one dense layer, as this one does; [N, h, w]."""
+
+    def __init__(self, kernel: np.ndarray, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.kernel = np.asarray(kernel, np.float32)  # [channels, classes]
+
+    def call(self, fmap, probs):
+        # TensorFlow ops, not keras.ops: Keras' argmax adds bit casts tf2onnx cannot convert
+        shape = tf.shape(fmap)
+        flat = tf.reshape(fmap, (-1, shape[1] * shape[2], shape[3]))
+        per_class = tf.matmul(flat, tf.constant(self.kernel))  # [N, hw, K]
+        k = tf.argmax(probs, axis=1)
+        picked = tf.reduce_sum(per_class * tf.one_hot(k, self.kernel.shape[1])[:, None, :], -1)
+        cam = tf.nn.relu(picked)
+        cam = cam / (tf.reduce_max(cam, axis=1, keepdims=True) + 1e-6)
+        return tf.reshape(cam, (-1, shape[1], shape[2]))
+
+
 def build_export_model(run: Path, uncertain_below: float | None = None) -> tuple[keras.Model, dict]:
     """The trained model with calibrated probabilities, the feature guard's score and, from
     train.graph_guards, the image guard, the stained-cell check and the decision: every
-    output of GRAPH_OUTPUTS, in that order. Needs the run's guards (python -m train.guard)."""
+    output of GRAPH_OUTPUTS, in that order, then the class activation map (CAM). Needs the
+    run's guards (python -m train.guard)."""
     from train.graph_guards import GuardHead
     from train.guard import GUARDS_FILE
 
@@ -78,7 +102,10 @@ def build_export_model(run: Path, uncertain_below: float | None = None) -> tuple
         uncertain_below if uncertain_below is not None else metrics["uncertainty"]["threshold"],
         name="guards",
     )
-    outputs = [probs, ood, *head(model.input, probs, ood)]
+    fmap = model.get_layer(FEATURES_LAYER).input
+    kernel = model.get_layer(LOGITS_LAYER).get_weights()[0]
+    cam = ClassActivationMap(kernel, name=CAM)(fmap, probs)
+    outputs = [probs, ood, *head(model.input, probs, ood), cam]
     export_model = keras.Model(model.input, outputs, name="all_cnn_export")
     return export_model, metrics
 
@@ -88,7 +115,7 @@ def convert(export_model: keras.Model, input_size: int) -> onnx.ModelProto:
 
     spec = (tf.TensorSpec((None, input_size, input_size, 3), tf.float32, name=INPUT_NAME),)
     proto, _ = tf2onnx.convert.from_keras(export_model, input_signature=spec, opset=OPSET)
-    rename_outputs(proto, list(GRAPH_OUTPUTS))
+    rename_outputs(proto, [*GRAPH_OUTPUTS, CAM])
     return proto
 
 

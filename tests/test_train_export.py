@@ -15,7 +15,9 @@ from edge_infer.image.preprocess import dihedral, prepare
 from edge_infer.image.spec import PreprocessSpec
 from edge_infer.metadata import (
     ALL_PBS_CLASSES,
+    CAM,
     GRAPH_OUTPUTS,
+    METADATA_DIGEST,
     STATUS_CODE,
     ModelMetadata,
 )
@@ -101,7 +103,7 @@ def test_export_parity_report_and_metadata(tiny_onnx):
     assert meta.guards.image_stats == {
         k: v for k, v in guards["image_stats"].items() if k not in bulky
     }
-    assert [o.name for o in proto.graph.output] == list(GRAPH_OUTPUTS)
+    assert [o.name for o in proto.graph.output] == [*GRAPH_OUTPUTS, CAM, METADATA_DIGEST]
     assert meta.guards.codes[STATUS_CODE] == [s.value for s in STATUS_CODES]
 
 
@@ -180,3 +182,26 @@ def test_the_graphs_decision_equals_decide_on_every_combination():
         probs = [0.5, 0.5] if low else [1.0, 0.0]
         _, s, r = decide(probs, 0.9, no_cell, image, features)
         assert STATUS_CODES[int(status[i])] is s and REASON_CODES[int(reason[i])] is r
+
+
+def test_the_graph_carries_a_class_activation_map_equal_to_keras(tiny_run, tiny_onnx, data):
+    """The CAM output: one h x w map per image in [0, 1] with its maximum at 1, the same
+    in onnxruntime as in the Keras export model, and handed to the runtime's predictions."""
+    import onnxruntime as ort
+
+    from edge_infer.metadata import CAM
+    from export.onnx_export import build_export_model
+
+    export_model, _ = build_export_model(tiny_run)
+    spec = Classifier(tiny_onnx).meta.preprocess
+    paths = sorted((data / "Original").glob("*/*.jpg"))[::400][:6]
+    x = np.stack([prepare(load_image(p), spec) for p in paths])
+    keras_cam = np.asarray(export_model.predict(x, verbose=0)[-1])
+    session = ort.InferenceSession(str(tiny_onnx))
+    (onnx_cam,) = session.run([CAM], {"image": x})
+    assert onnx_cam.shape == keras_cam.shape and onnx_cam.ndim == 3
+    assert onnx_cam.shape[1] == onnx_cam.shape[2] >= 2
+    assert np.abs(onnx_cam - keras_cam).max() < 1e-4
+    assert onnx_cam.min() >= 0 and np.all(np.isclose(onnx_cam.max(axis=(1, 2)), 1, atol=1e-3))
+    preds = Classifier(tiny_onnx).predict_batch(paths)
+    assert all(p.cam is not None and p.cam.shape == onnx_cam.shape[1:] for p in preds)

@@ -77,3 +77,14 @@ def overlay(
 def explain_overlay(bgr: np.ndarray, spec: PreprocessSpec | None = None) -> np.ndarray:
     """What users see: segmentation tinted green, every stained cell outlined in orange."""
     return overlay(bgr, segment(bgr, spec), outline=stained_mask(bgr, spec))
+
+
+def cam_overlay(bgr: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """The image with the model's class activation map (h x w in [0, 1]) laid over it as a
+    heat map (red: what drove the answer most), upsampled smoothly to the image's size."""
+    h, w = bgr.shape[:2]
+    heat = cv2.resize(
+        np.clip(cam, 0.0, 1.0).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC
+    )
+    colour = cv2.applyColorMap((np.clip(heat, 0.0, 1.0) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    return cv2.addWeighted(bgr, 1.0 - alpha, colour, alpha, 0.0)

@@ -43,7 +43,7 @@ import cv2
 from ..classifier import Classifier
 from ..errors import ImageError
 from ..image.decode import load_image
-from ..image.segment import explain_overlay
+from ..image.segment import cam_overlay, explain_overlay
 from ..io.writers import printable
 from ..result import ERROR, HEADLINE, LABEL, STATUS, Failure, Status, vocabulary
 from .limits import (
@@ -427,6 +427,7 @@ class Handler(BaseHTTPRequestHandler):
         data, name = extract_upload(self.headers.get("Content-Type", ""), body)
         query = parse_qs(url.query)
         want_overlay = query.get("overlay", ["0"])[0] in ("1", "true")
+        want_cam = query.get("cam", ["0"])[0] in ("1", "true")
         tta = query.get("tta", ["0"])[0] in ("1", "true")
         with self.decode_slots:  # bounded memory: at most MAX_DECODES images at a time
             try:
@@ -440,6 +441,8 @@ class Handler(BaseHTTPRequestHandler):
                 record["overlay_png"] = png_data_url(
                     explain_overlay(bgr, self.classifier.meta.preprocess)
                 )
+            if want_cam and pred.cam is not None:  # a model exported with its CAM
+                record["cam_png"] = png_data_url(cam_overlay(bgr, pred.cam))
         self.counters.add("classified")
         self._json(200, record)
 

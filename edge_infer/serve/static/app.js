@@ -56,11 +56,28 @@ function render(card, file, rec) {
       el("div", { class: "track" }, fill), el("span", {}, pct(p))));
   }
   panel.append(bars);
+  const SEGMENTATION = "green: colour-threshold segmentation; orange: all stained cells";
+  const CAM = "where the model looked (red: what drove the answer most)";
+  const overlay = el("img", { src: rec.overlay_png, alt: "segmentation overlay",
+                              "data-testid": "overlay" });
+  const caption = el("figcaption", {}, SEGMENTATION);
+  const figure = el("figure", {}, overlay, caption);
+  if (rec.cam_png) {  // a model exported with its class activation map: a toggle
+    const toggle = el("button", { type: "button", "data-testid": "cam-toggle" },
+                      "Show where the model looked");
+    toggle.addEventListener("click", () => {
+      const showCam = overlay.getAttribute("src") !== rec.cam_png;
+      overlay.setAttribute("src", showCam ? rec.cam_png : rec.overlay_png);
+      overlay.setAttribute("alt", showCam ? "class activation map" : "segmentation overlay");
+      caption.textContent = showCam ? CAM : SEGMENTATION;
+      toggle.textContent = showCam ? "Show the segmentation" : "Show where the model looked";
+    });
+    figure.append(toggle);
+  }
   card.append(el("div", { class: "row" },
     el("figure", {}, el("img", { src: rec.image_png, alt: "uploaded image" }),
        el("figcaption", {}, "image")),
-    el("figure", {}, el("img", { src: rec.overlay_png, alt: "segmentation overlay" }),
-       el("figcaption", {}, "green: colour-threshold segmentation; orange: all stained cells")),
+    figure,
     panel));
 }
 
@@ -74,7 +91,7 @@ async function classify(file, where) {
   let rec;
   try {
     await modelReady.catch(() => null);
-    const resp = await fetch("/api/classify?overlay=1", {
+    const resp = await fetch("/api/classify?overlay=1&cam=1", {
       method: "POST",
       headers: { "Content-Type": "application/octet-stream" },
       body: file,
