@@ -35,6 +35,9 @@ MAX_DECODED_BYTES = 100_000_000
 #: decoder over the whole image (a file repeating its last scan 1,000 times cost 22 s of CPU);
 #: encoders write about ten.
 MAX_JPEG_SCANS = 64
+#: ... and more scans x pixels than this: each scan costs about a nanosecond per pixel, so a
+#: 25 MP frame may have 32 scans (about a second of CPU), a 5 MP one all 64
+MAX_SCAN_PIXELS = 800_000_000
 #: Refuse files larger than this before reading them whole.
 MAX_FILE_BYTES = 64 * 1024 * 1024
 #: Smaller images cannot hold a cell at the dataset's magnification.
@@ -107,6 +110,12 @@ def _inspect(fmt: ImageFormat, data: bytes, name: str) -> tuple[Header, str | No
     if header.scans > MAX_JPEG_SCANS:
         raise ImageError(
             name, f"progressive JPEG with {header.scans} scans, over the limit of {MAX_JPEG_SCANS}"
+        )
+    if header.scans * w * h > MAX_SCAN_PIXELS:
+        raise ImageError(
+            name,
+            f"progressive JPEG of {w}x{h} px in {header.scans} scans: over the decoding budget "
+            f"of {MAX_SCAN_PIXELS // 1_000_000} million pixel-scans",
         )
     return header, truncated
 

@@ -98,3 +98,17 @@ def test_truncation_found_on_every_cut():
         for n in [*range(2, len(data), 37), len(data) - 1]:
             assert incomplete_reason(data[:n]) is not None, n
         assert incomplete_reason(data) is None
+
+
+def test_many_scans_of_a_large_frame_are_over_the_decoding_budget():
+    """Scans x pixels bound the decoder's work: a 25 MP progressive JPEG may not have 64."""
+    from edge_infer.image.decode import MAX_SCAN_PIXELS
+
+    big = cv2.resize(IMG, (5000, 5000), interpolation=cv2.INTER_NEAREST)
+    data = progressive(big)
+    end = data.rfind(b"\xff\xd9")
+    last = data[data.rfind(b"\xff\xda") : end]
+    bomb = data[:end] + last * (64 - data.count(b"\xff\xda")) + b"\xff\xd9"
+    with pytest.raises(ImageError, match="decoding budget"):
+        decode_image(bomb, "big.jpg")
+    assert MAX_SCAN_PIXELS >= 25_000_000 * 10  # an ordinary 10-scan 25 MP file still fits
