@@ -173,3 +173,16 @@ def test_23_an_unreadable_file_in_a_site_check_names_itself_once(tmp_path, data)
     assert broken["headline"].count("broken.jpg") == 0, broken["headline"]
     sizes = [f for f in figures["findings"] if "size" in f["topic"].lower()]
     assert len(sizes) == len({f["topic"] for f in sizes})
+
+
+def test_23_images_smaller_than_the_input_give_one_size_finding(tmp_path, data):
+    import cv2
+
+    site = tmp_path / "small"
+    site.mkdir()
+    for p in sorted((data / "Original").glob("*/*.jpg"))[::70][:30]:
+        cv2.imwrite(str(site / (p.stem + ".png")), cv2.resize(cv2.imread(str(p)), (100, 100)))
+    run_cli("check-site", site, "--report", tmp_path / "r.html", "--json", tmp_path / "r.json")
+    topics = [f["topic"] for f in json.loads((tmp_path / "r.json").read_text())["findings"]]
+    size_topics = [t for t in topics if "size" in t.lower() and "cell" not in t.lower()]
+    assert len(size_topics) == 1, topics
