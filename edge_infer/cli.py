@@ -229,14 +229,33 @@ def _finish(code: int) -> NoReturn:
     metavar="REGEX",
     help="With --cases: the case is the first group of this pattern in the image's path.",
 )
+@click.option(
+    "--report",
+    "case_report",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="With --cases: also write a printable case report (one self-contained HTML file).",
+)
 def classify(
-    paths, model, fmt, recursive, tta, batch_size, threads, with_cases, case_map, case_pattern
+    paths,
+    model,
+    fmt,
+    recursive,
+    tta,
+    batch_size,
+    threads,
+    with_cases,
+    case_map,
+    case_pattern,
+    case_report,
 ) -> None:
     """Classify image files and folders. Exit 0 if every input was classified, 1 if some failed
     or the results could not be written."""
     from .result import Failure
 
     cases = _case_definition(with_cases, case_map, case_pattern)
+    if case_report and cases is None:
+        raise click.UsageError("--report goes with --cases")
     clf = _classifier(model, threads, tta)
     inputs = expand_paths(paths, recursive)
     files = inputs.files
@@ -250,6 +269,7 @@ def classify(
         extra = csv_fields(clf.classes)
     writer = RecordWriter(sys.stdout, fmt, clf.classes, extra, names=names)
     kept: list[dict] = []  # what the case summaries read of each record
+    shown: list[tuple[dict, object]] = []  # each record and its CAM, for the case report
 
     def output(write, *args) -> None:
         """A write of the results: an OSError here is the output's, not an input's (those
@@ -277,14 +297,19 @@ def classify(
                 output(writer.write, record)
                 if cases is not None:
                     kept.append({k: record[k] for k in CASE_INPUT_FIELDS})
+                if case_report:
+                    shown.append((record, getattr(outcome, "cam", None)))
                 counts[outcome.status.value] = counts.get(outcome.status.value, 0) + 1
                 if show:
                     bar.update(1)
         if cases is not None:
             from .cases import case_records
 
-            for case in case_records(kept, cases, clf.meta):
+            summaries = case_records(kept, cases, clf.meta)
+            for case in summaries:
                 output(writer.write_case, case)
+            if case_report:
+                _write_case_report(Path(case_report), summaries, shown, cases, clf.version)
         output(writer.flush)
     except KeyboardInterrupt:
         echo(f"interrupted after {sum(counts.values())} of {len(files)} images", err=True)
@@ -618,6 +643,20 @@ def serve(
     finally:
         server.server_close()
         echo("stopped", err=True)
+
+
+def _write_case_report(path: Path, summaries, shown, cases, version: str) -> None:
+    from .case_report import render
+    from .result import PATH
+
+    by_case: dict[str, list] = {}
+    for record, cam in shown:
+        by_case.setdefault(cases.case_of(str(record[PATH])), []).append((record, cam))
+    try:
+        write_atomically(path, render(summaries, by_case, version))
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the case report: {exc.strerror or exc}") from None
+    echo(f"case report: {path}", err=True)
 
 
 def _case_definition(with_cases: bool, case_map: str | None, case_pattern: str | None):
