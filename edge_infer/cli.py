@@ -92,6 +92,27 @@ def logging_options(fn):
     return fn
 
 
+def case_options(what: str):
+    """--cases (saying what it does for this command), --case-map and --case-pattern."""
+
+    def add(fn):
+        fn = click.option(
+            "--case-pattern",
+            default=None,
+            metavar="REGEX",
+            help="With --cases: the case is the first group of this pattern in the image's path.",
+        )(fn)
+        fn = click.option(
+            "--case-map",
+            type=click.Path(exists=True, dir_okay=False),
+            default=None,
+            help="With --cases: a CSV with columns path,case saying which case each image is.",
+        )(fn)
+        return click.option("--cases", "with_cases", is_flag=True, help=what)(fn)
+
+    return add
+
+
 model_option = click.option(
     "--model",
     "-m",
@@ -210,28 +231,12 @@ def _finish(code: int) -> NoReturn:
 @tta_option
 @batch_size_option
 @threads_option
-@click.option(
-    "--cases",
-    "with_cases",
-    is_flag=True,
-    help="After the images, one summary and verdict per case (slide or patient): by default "
-    "the images of one folder are one case.",
-)
-@click.option(
-    "--case-map",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="With --cases: a CSV with columns path,case saying which case each image is.",
-)
-@click.option(
-    "--case-pattern",
-    default=None,
-    metavar="REGEX",
-    help="With --cases: the case is the first group of this pattern in the image's path.",
+@case_options(
+    "After the images, one summary and verdict per case (slide or patient): by default the "
+    "images of one folder are one case."
 )
 @click.option(
     "--report",
-    "case_report",
     type=click.Path(dir_okay=False),
     default=None,
     help="With --cases: also write a printable case report (one self-contained HTML file).",
@@ -247,14 +252,14 @@ def classify(
     with_cases,
     case_map,
     case_pattern,
-    case_report,
+    report,
 ) -> None:
     """Classify image files and folders. Exit 0 if every input was classified, 1 if some failed
     or the results could not be written."""
     from .result import Failure
 
     cases = _case_definition(with_cases, case_map, case_pattern)
-    if case_report and cases is None:
+    if report and cases is None:
         raise click.UsageError("--report goes with --cases")
     clf = _classifier(model, threads, tta)
     inputs = expand_paths(paths, recursive)
@@ -297,7 +302,7 @@ def classify(
                 output(writer.write, record)
                 if cases is not None:
                     kept.append({k: record[k] for k in CASE_INPUT_FIELDS})
-                if case_report:
+                if report:
                     shown.append((record, getattr(outcome, "cam", None)))
                 counts[outcome.status.value] = counts.get(outcome.status.value, 0) + 1
                 if show:
@@ -308,8 +313,8 @@ def classify(
             summaries = case_records(kept, cases, clf.meta)
             for case in summaries:
                 output(writer.write_case, case)
-            if case_report:
-                _write_case_report(Path(case_report), summaries, shown, cases, clf.version)
+            if report:
+                _write_case_report(Path(report), summaries, shown, cases, clf.version)
         output(writer.flush)
     except KeyboardInterrupt:
         echo(f"interrupted after {sum(counts.values())} of {len(files)} images", err=True)
@@ -478,24 +483,9 @@ def segment(image, output, model) -> None:
     "counted from its last change, before recording it as an error.",
 )
 @click.option("--once", is_flag=True, help="Process what is there, then exit.")
-@click.option(
-    "--cases",
-    "with_cases",
-    is_flag=True,
-    help="Keep one summary and verdict per case (slide or patient; by default the images of "
-    "one folder) in RESULTS.cases.jsonl, replaced as images arrive; log a case's new verdict.",
-)
-@click.option(
-    "--case-map",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="With --cases: a CSV with columns path,case.",
-)
-@click.option(
-    "--case-pattern",
-    default=None,
-    metavar="REGEX",
-    help="With --cases: the case is the first group of this pattern in the image's path.",
+@case_options(
+    "Keep one summary and verdict per case (slide or patient; by default the images of one "
+    "folder) in RESULTS.cases.jsonl, replaced as images arrive; log a case's new verdict."
 )
 @tta_option
 @model_option

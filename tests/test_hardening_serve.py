@@ -18,6 +18,7 @@ import pytest
 from edge_infer.serve.limits import MAX_BODY_BYTES
 from edge_infer.site.report import CSP
 from tests.conftest import run_cli, start_cli
+from tests.test_hardening import raw_request as request
 
 
 def start_server(*extra: str):
@@ -39,15 +40,6 @@ def server(tmp_path_factory):
     proc, host, port = start_server("--idle-timeout", "2", "--log-file", str(log))
     yield proc, host, port, log
     stop(proc)
-
-
-def request(host, port, data: bytes, timeout: float = 30) -> bytes:
-    with socket.create_connection((host, port), timeout=timeout) as s:
-        s.sendall(data)
-        out = b""
-        while chunk := s.recv(65536):
-            out += chunk
-        return out
 
 
 def get(host, port, path: str) -> tuple[bytes, bytes]:

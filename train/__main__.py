@@ -61,22 +61,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.5,
         help="probability of each photometric acquisition change (train.acquisition)",
     )
-    ap.add_argument(
-        "--magnification",
-        type=float,
-        nargs=2,
-        default=list(RANGES.magnification),
-        metavar=("LO", "HI"),
-        help="magnification range of the acquisition augmentation (log-uniform)",
-    )
-    ap.add_argument(
-        "--lamp",
-        type=float,
-        nargs=2,
-        default=list(RANGES.brightness),
-        metavar=("LO", "HI"),
-        help="lamp intensity range of the acquisition augmentation (log-uniform)",
-    )
+    for flag, default, what in (
+        ("--magnification", RANGES.magnification, "magnification"),
+        ("--lamp", RANGES.brightness, "lamp intensity"),
+    ):
+        ap.add_argument(
+            flag,
+            type=float,
+            nargs=2,
+            default=list(default),
+            metavar=("LO", "HI"),
+            help=f"{what} range of the acquisition augmentation (log-uniform)",
+        )
     ap.add_argument(
         "--linear-light",
         type=float,

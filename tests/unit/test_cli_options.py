@@ -22,7 +22,7 @@ def test_every_option_has_help():
 
 
 #: the same flag, on purpose, for a different value: check-site's --json names the file to
-#: write (issue 17's interface), info's and bench's print JSON instead of text
+#: write beside its report, info's and bench's print JSON instead of text
 SAME_FLAG_OTHER_VALUE = {("check-site", "--json")}
 
 
