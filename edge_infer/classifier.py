@@ -275,7 +275,7 @@ class Classifier:
         for i in range(n):
             k, status, reason = decide(
                 [float(p) for p in probs[i]],
-                meta.uncertain_below,
+                [meta.uncertain_threshold(c) for c in meta.class_names],
                 no_cell=float(out[CELL_FRACTION][i]) < meta.preprocess.min_cell_fraction,
                 image_ood=image_threshold is not None
                 and float(out[IMAGE_SCORE][i]) > image_threshold,

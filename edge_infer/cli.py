@@ -370,7 +370,8 @@ def describe(meta, path: str) -> list[str]:
         f"input       {meta.input.name} {meta.input.layout} {meta.input.size}x{meta.input.size} "
         f"{meta.input.channel_order} {meta.input.dtype} in {list(meta.input.value_range)}",
         f"normalise   {spec.normalise}",
-        f"uncertain   confidence < {meta.uncertain_below}",
+        f"uncertain   confidence < {meta.uncertain_below}"
+        + "".join(f"; {c} < {t}" for c, t in meta.uncertain_below_by_class.items()),
         f"not recog.  feature score > {guards.feature_threshold}"
         + (f", image score > {image_guard.get('threshold')}" if image_guard else "")
         + f", stained share < {spec.min_cell_fraction}",

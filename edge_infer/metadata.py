@@ -152,6 +152,9 @@ class ModelMetadata:
     #: the shipped model's test figures, then the same recipe on other splits (honest figures)
     metrics: tuple[SplitMetrics, ...] = ()
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: a class's own uncertain threshold where it differs from `uncertain_below` (e.g. a
+    #: stricter one for Benign: a missed leukemia costs more than a review)
+    uncertain_below_by_class: dict[str, float] = field(default_factory=dict)
     #: the training images' acquisition statistics (edge_infer.site.stats.reference_from)
     site_reference: dict[str, Any] | None = None
     dataset: str = DATASET
@@ -161,6 +164,10 @@ class ModelMetadata:
     @property
     def class_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.classes)
+
+    def uncertain_threshold(self, name: str) -> float:
+        """The confidence under which an answer of class `name` is uncertain."""
+        return self.uncertain_below_by_class.get(name, self.uncertain_below)
 
     def display(self, name: str) -> str:
         return next((c.display for c in self.classes if c.name == name), name)
@@ -244,6 +251,9 @@ class ModelMetadata:
                 version=str(raw["version"]),
                 temperature=float(raw["temperature"]),
                 uncertain_below=float(raw["uncertain_below"]),
+                uncertain_below_by_class={
+                    str(k): float(v) for k, v in raw.get("uncertain_below_by_class", {}).items()
+                },
                 guards=Guards(**raw["guards"]),
                 parameters=int(raw.get("parameters", 0)),
                 metrics=tuple(
@@ -278,6 +288,9 @@ class ModelMetadata:
             raise MetadataError(f"temperature {self.temperature} is out of range (0.05-20)")
         if not (math.isfinite(self.uncertain_below) and 0.0 <= self.uncertain_below <= 1.0):
             raise MetadataError(f"uncertain_below {self.uncertain_below} is not in 0-1")
+        for name, t in self.uncertain_below_by_class.items():
+            if name not in names or not (math.isfinite(t) and 0.0 <= t <= 1.0):
+                raise MetadataError(f"uncertain threshold of {name!r} ({t}) is not a class in 0-1")
         span = self.input.value_range[1] - self.input.value_range[0]
         if not math.isclose(self.preprocess.scale * 255.0, span, rel_tol=1e-6):
             raise MetadataError(

@@ -297,15 +297,18 @@ DECISION: tuple[tuple[Reason | None, Status], ...] = (
 
 def decide(
     probabilities: Sequence[float],
-    uncertain_below: float,
+    uncertain_below: float | Sequence[float],
     no_cell: bool,
     image_ood: bool,
     feature_ood: bool,
 ) -> tuple[int, Status, Reason | None]:
     """The decision rule: (argmax, status, reason). Not recognised beats uncertain; among the
     out-of-distribution rules the most specific reason is reported (no cell, then the image
-    statistics, then the features)."""
+    statistics, then the features). `uncertain_below`: one threshold, or one per class (the
+    answer's own applies)."""
     k = max(range(len(probabilities)), key=lambda i: probabilities[i])
+    if not isinstance(uncertain_below, (int, float)):
+        uncertain_below = uncertain_below[k]
     holds = {
         Reason.NO_CELL: no_cell,
         Reason.IMAGE: image_ood,

@@ -72,6 +72,16 @@ class ClassActivationMap(layers.Layer):
         return tf.reshape(cam, (-1, shape[1], shape[2]))
 
 
+def class_thresholds(metrics: dict, uncertain_below: float | None = None) -> float | np.ndarray:
+    """The uncertain threshold of the run (or the one given), per class where the run chose a
+    class its own (metrics' uncertainty.by_class, e.g. a stricter Benign)."""
+    base = uncertain_below if uncertain_below is not None else metrics["uncertainty"]["threshold"]
+    by_class = metrics["uncertainty"].get("by_class") or {}
+    if not by_class:
+        return float(base)
+    return np.array([by_class.get(c, base) for c in metrics["classes"]], np.float32)
+
+
 def build_export_model(run: Path, uncertain_below: float | None = None) -> tuple[keras.Model, dict]:
     """The trained model with calibrated probabilities, the feature guard's score and, from
     train.graph_guards, the image guard, the stained-cell check and the decision: every
@@ -99,7 +109,7 @@ def build_export_model(run: Path, uncertain_below: float | None = None) -> tuple
         np.asarray(image["reference"]),
         image["threshold"],
         guards["feature_threshold"],
-        uncertain_below if uncertain_below is not None else metrics["uncertainty"]["threshold"],
+        class_thresholds(metrics, uncertain_below),
         name="guards",
     )
     fmap = model.get_layer(FEATURES_LAYER).input
@@ -167,6 +177,9 @@ def metadata_for(
         version=version,
         temperature=float(metrics["calibration"]["temperature"]),
         uncertain_below=float(uncertain_below),
+        uncertain_below_by_class={
+            c: float(t) for c, t in (metrics["uncertainty"].get("by_class") or {}).items()
+        },
         guards=Guards(
             feature_threshold=guards["feature_threshold"],
             feature_rule=guards["feature_rule"],

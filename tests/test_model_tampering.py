@@ -31,7 +31,10 @@ def edited(proto, tmp_path: Path, rebind: bool = False, **changes) -> Path:
     copy.CopyFrom(proto)
     for entry in copy.metadata_props:
         if entry.key in changes:
-            entry.value = changes[entry.key]
+            entry.value = changes.pop(entry.key)
+    for key, value in changes.items():  # keys the file does not have yet
+        entry = copy.metadata_props.add()
+        entry.key, entry.value = key, value
     if rebind:
         bind_metadata(copy)
     path = tmp_path / "edited.onnx"
@@ -123,3 +126,10 @@ def test_an_edited_file_is_refused_by_the_cli_in_one_line(proto, tmp_path):
     )
     assert r.returncode == 2 and "changed after export" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize("value", ['{"Nope": 0.95}', '{"Benign": 1.5}'])
+def test_class_thresholds_must_name_a_class_in_range(proto, tmp_path, value):
+    path = edited(proto, tmp_path, rebind=True, uncertain_below_by_class=value)
+    with pytest.raises(ModelError, match="uncertain threshold of"):
+        OnnxModel(path)

@@ -223,7 +223,7 @@ class GuardHead(layers.Layer):
         reference: np.ndarray,
         image_threshold: float,
         feature_threshold: float,
-        uncertain_below: float,
+        uncertain_below: float | np.ndarray,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -234,7 +234,8 @@ class GuardHead(layers.Layer):
         self.reference_sq = (self.reference.astype(np.float64) ** 2).sum(1).astype(np.float32)
         self.image_threshold = float(image_threshold)
         self.feature_threshold = float(feature_threshold)
-        self.uncertain_below = float(uncertain_below)
+        # one threshold for all classes, or one per class (the answer's own applies)
+        self.uncertain_below = np.atleast_1d(np.asarray(uncertain_below, np.float32))
 
     def call(self, x, probs, ood):
         split = planes(x)
@@ -253,7 +254,10 @@ class GuardHead(layers.Layer):
         no_cell = cells < self.spec.min_cell_fraction
         image_ood = score > self.image_threshold
         feature_ood = ood > self.feature_threshold
-        low = top < self.uncertain_below
+        if self.uncertain_below.size == 1:
+            low = top < float(self.uncertain_below[0])
+        else:
+            low = top < tf.gather(tf.constant(self.uncertain_below), label)
 
         status, reason = decision(no_cell, image_ood, feature_ood, low)
         return stats, score, cells, status, reason, label

@@ -69,18 +69,48 @@ def threshold_for_share(
     return best
 
 
+#: the index of the benign class in the dataset's class order (the others are malignant)
+BENIGN_INDEX = next(i for i, c in enumerate(ALL_PBS_CLASSES) if not c.malignant)
+
+
+def benign_threshold(
+    p: np.ndarray, y: np.ndarray, benign: int, base: float, cap: float = 0.99
+) -> float:
+    """The lowest threshold (>= base, 0.01 grid, <= cap) at which no malignant image of these
+    (validation) images is answered Benign with status ok: a missed leukemia costs more than
+    a review, so Benign is the hardest answer to give."""
+    called_benign = (p.argmax(1) == benign) & (y != benign)
+    worst = float(p[called_benign, benign].max()) if called_benign.any() else 0.0
+    return float(min(cap, max(base, np.ceil(worst * 100 + 1e-9) / 100)))
+
+
 def uncertainty_report(
-    threshold: float, p_test: np.ndarray, y_test: np.ndarray, chosen: dict | None = None
+    threshold: float,
+    p_test: np.ndarray,
+    y_test: np.ndarray,
+    chosen: dict | None = None,
+    by_class: dict[int, float] | None = None,
+    classes: tuple[str, ...] = (),
 ) -> dict:
-    """The uncertain threshold and what it does on the test split (never chosen on test)."""
-    certain = p_test.max(axis=1) >= threshold
+    """The uncertain threshold (and any class's own) and what it does on the test split (never
+    chosen on test)."""
+    k = p_test.argmax(axis=1)
+    per_image = np.full(len(k), threshold)
+    for c, t in (by_class or {}).items():
+        per_image[k == c] = t
+    certain = p_test.max(axis=1) >= per_image
     return {
         "threshold": threshold,
+        **({"by_class": {classes[c]: t for c, t in by_class.items()}} if by_class else {}),
         **(chosen or {"chosen_on": "given"}),
         "test_share_uncertain": float(1 - certain.mean()),
         "test_accuracy_when_certain": float((p_test.argmax(1) == y_test)[certain].mean())
         if certain.any()
         else None,
+        # malignant images answered Benign without a flag (before the guards), of all images
+        "test_silent_missed_malignant": float(
+            (certain & (k == BENIGN_INDEX) & (y_test != BENIGN_INDEX)).mean()
+        ),
     }
 
 
