@@ -205,3 +205,42 @@ def test_the_graph_carries_a_class_activation_map_equal_to_keras(tiny_run, tiny_
     assert onnx_cam.min() >= 0 and np.all(np.isclose(onnx_cam.max(axis=(1, 2)), 1, atol=1e-3))
     preds = Classifier(tiny_onnx).predict_batch(paths)
     assert all(p.cam is not None and p.cam.shape == onnx_cam.shape[1:] for p in preds)
+
+
+def test_a_class_threshold_is_applied_by_the_graph(tiny_run, data, tmp_path):
+    """With a stricter Benign threshold in the run, the graph's status equals decide() with
+    the per-class thresholds, in Keras and after conversion to ONNX."""
+    import shutil
+
+    import onnxruntime as ort
+
+    from edge_infer.result import REASON_CODES, decide
+    from export.onnx_export import build_export_model, convert
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["uncertainty"]["threshold"] = 0.3
+    metrics["uncertainty"]["by_class"] = {"Benign": 0.6}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    model, _ = build_export_model(run)
+    spec = PreprocessSpec.from_json(metrics["preprocess"])
+    paths = sorted((data / "Original").glob("*/*.jpg"))[::150][:20]
+    x = np.stack([prepare(load_image(p), spec) for p in paths])
+    outs = model.predict(x, verbose=0)
+    proto = convert(model, spec.input_size)
+    onnx_outs = ort.InferenceSession(proto.SerializeToString()).run(None, {"image": x})
+    thresholds = [0.6 if c == "Benign" else 0.3 for c in metrics["classes"]]
+    probs, ood, _, image_score, cells, status, reason = outs[:7]
+    assert np.array_equal(np.asarray(onnx_outs[5]), np.asarray(status))
+    from edge_infer.result import Reason
+
+    compared = 0
+    for i in range(len(x)):
+        if REASON_CODES[int(reason[i])] in (Reason.IMAGE, Reason.FEATURES):
+            continue  # a guard (not recomputed here) refused it first
+        no_cell = float(cells[i]) < spec.min_cell_fraction
+        _, s, r = decide([float(v) for v in probs[i]], thresholds, no_cell, False, False)
+        assert (STATUS_CODES[int(status[i])], REASON_CODES[int(reason[i])]) == (s, r)
+        compared += 1
+    assert compared >= 5
