@@ -63,6 +63,9 @@ def _gif(d: bytes) -> Header | None:
 
 
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+#: frames decoded in one pass per component (baseline, extended, lossless; Huffman and
+#: arithmetic): never more scans than components
+_SEQUENTIAL_SOF = {0xC0, 0xC1, 0xC3, 0xC9, 0xCB}
 #: the next marker after entropy-coded data: FF followed by anything but a stuffed 00, a
 #: restart marker or another fill byte
 _NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
@@ -78,8 +81,12 @@ def jpeg_layout(d: bytes) -> JpegLayout:
     the number of scans (a progressive file repeating its last scan a thousand times costs a
     thousand passes over the image), and whether the end-of-image marker is reached. Bytes
     after that marker (camera metadata) are never looked at, so an FF DA among them is not a
-    scan. Entropy-coded data is skipped by a regular expression, not byte by byte."""
+    scan. Entropy-coded data is skipped by a regular expression, not byte by byte; a
+    sequential (baseline) frame, whose scans the format bounds (one per component), is not
+    walked past its first scan: it is complete when an end-of-image marker follows (FF D9
+    cannot occur inside entropy-coded data), looked for from the end of the file."""
     size: tuple[int, int, int, int] | None = None
+    sequential = False
     scans = 0
     i = 2
     n = len(d)
@@ -106,6 +113,11 @@ def jpeg_layout(d: bytes) -> JpegLayout:
             precision = d[i + 4]
             h, w = struct.unpack(">HH", d[i + 5 : i + 9])
             size = (w, h, d[i + 9], precision)
+            sequential = marker in _SEQUENTIAL_SOF
+        if marker == 0xDA and sequential:
+            # an end-of-image marker anywhere after the scan's header: rfind finds it from the
+            # end of the file at once (a forward search would read the whole image)
+            return JpegLayout(_jpeg_header(size, 1), d.rfind(b"\xff\xd9") >= i + 2 + seg_len)
         if marker == 0xDA:
             scans += 1
             m = _NEXT_MARKER.search(d, i + 2 + seg_len)
