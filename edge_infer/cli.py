@@ -735,8 +735,9 @@ def check_site_command(folder, labelled, report, json_path, model, threads) -> N
     Classifies FOLDER (at least 30 of the lab's own images) with the model as it is, compares
     their lamp, white balance, stain, focus, cell size and resolution with the training images,
     and says: fits (exit 0), fits but check (3), or does not fit (4), with what to change."""
-    from .site.check import VERDICT_WORDS, SiteCheckError, check_site, site_images
+    from .site.check import SiteCheckError, check_site, site_images
     from .site.report import render
+    from .site.rules import VERDICT_WORDS
 
     check_site_outputs(Path(folder), Path(report), Path(json_path) if json_path else None)
     clf = _classifier(model, threads)

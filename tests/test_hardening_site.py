@@ -17,7 +17,7 @@ import pytest
 
 from edge_infer.errors import ImageError
 from edge_infer.image.decode import as_bgr_array
-from edge_infer.site.check import share_words
+from edge_infer.site.rules import share_words
 from export.metadata_binding import bind_metadata
 from tests.conftest import BUNDLED, ROOT, run_cli
 from tests.test_hardening import as_nobody, world_dir

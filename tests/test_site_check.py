@@ -12,7 +12,7 @@ import cv2
 import pytest
 
 from edge_infer.result import NOT_RECOGNISED, Status
-from edge_infer.site.check import EXIT_CODES, MIN_SITE_IMAGES, Verdict
+from edge_infer.site.rules import EXIT_CODES, MIN_SITE_IMAGES, Verdict
 from tests.conftest import BUNDLED, ROOT, run_cli
 from train import acquisition as acq
 from train.dataset import read_manifest, select

@@ -26,7 +26,7 @@ from edge_infer import Classifier
 from edge_infer.cases import BENIGN, INSUFFICIENT, MALIGNANT, REVIEW, RULE, CaseRule, CaseTally
 from edge_infer.cases import verdict as case_verdict
 from edge_infer.image.decode import load_image
-from edge_infer.site.check import wilson
+from edge_infer.site.rules import wilson
 
 from .dataset import default_data_root, read_manifest
 from .shift_eval import SHIFTS

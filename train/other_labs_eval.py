@@ -17,7 +17,7 @@ from pathlib import Path
 from edge_infer import Classifier, Failure
 from edge_infer.io.inputs import expand_paths
 from edge_infer.result import Status
-from edge_infer.site.check import wilson
+from edge_infer.site.rules import wilson
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "other-labs"

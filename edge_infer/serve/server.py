@@ -316,8 +316,8 @@ class Handler(BaseHTTPRequestHandler):
         """The site-check report given with --site-report: its verdict as JSON, or the page
         under the report's own Content-Security-Policy (its styles are inline). A report made
         with another model file than the one served says so instead of its verdict."""
-        from ..site.check import VERDICT_WORDS
         from ..site.report import CSP, model_of, verdict_of
+        from ..site.rules import VERDICT_WORDS
 
         report = self.site_report
         try:

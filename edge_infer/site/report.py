@@ -10,7 +10,7 @@ from html import escape, unescape
 
 from ..io.writers import printable
 from ..result import Status
-from .check import VERDICT_WORDS, SiteReport, StatSummary, Verdict
+from .rules import VERDICT_WORDS, SiteReport, StatSummary, Verdict
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 VERDICT_CLASS = {Verdict.FITS: "fits", Verdict.CHECK: "check", Verdict.DOES_NOT_FIT: "nofit"}
