@@ -597,7 +597,8 @@ def serve(
     import signal
     import threading
 
-    from .serve.server import is_loopback, make_server
+    from .serve.http import is_loopback
+    from .serve.server import make_server
 
     _setup_logging(verbose, quiet, log_file)
     clf = _classifier(model, threads, latency=True)  # one upload at a time: latency first

@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ipaddress
 import json
 import logging
-import re
 import socket
 import threading
 from http import HTTPStatus
@@ -46,6 +44,7 @@ from ..image.decode import load_image
 from ..image.segment import cam_overlay, explain_overlay
 from ..io.writers import printable
 from ..result import ERROR, HEADLINE, LABEL, STATUS, Failure, Status, vocabulary
+from .http import BadRequest, extract_upload, host_of, is_loopback
 from .limits import (
     BODY_BUDGET_BODIES,
     DRAIN_LIMIT,
@@ -53,7 +52,6 @@ from .limits import (
     MAX_BODY_BYTES,
     MAX_CONNECTIONS,
     MAX_DECODES,
-    MAX_PARTS,
     MIN_BODY_RATE,
     SOCKET_TIMEOUT_S,
 )
@@ -83,83 +81,8 @@ HEALTH = "/healthz"
 PAGE_CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
 
 
-class BadRequest(Exception):
-    def __init__(self, status: HTTPStatus, reason: str, extra=()) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.extra = extra
-
-
 def static_file(name: str) -> bytes:
     return (resources.files("edge_infer.serve") / "static" / name).read_bytes()
-
-
-def _header_params(value: str) -> tuple[str, dict[str, str]]:
-    """`type; a=b; c="d"` -> ("type", {"a": "b", "c": "d"})."""
-    main, *rest = value.split(";")
-    params = {}
-    for item in rest:
-        k, _, v = item.strip().partition("=")
-        params[k.strip().lower()] = v.strip().strip('"')
-    return main.strip().lower(), params
-
-
-def extract_multipart(content_type: str, body: bytes) -> tuple[bytes, str]:
-    """The first file part (or the part named "image") of a multipart/form-data body.
-
-    A few dozen lines instead of the email package: its parser cost 100 CPU seconds on a 20 MB
-    body of 400,000 tiny parts; this one splits once and refuses more than MAX_PARTS parts."""
-    boundary = _header_params(content_type)[1].get("boundary", "")
-    if not boundary or len(boundary) > 200:
-        raise BadRequest(HTTPStatus.BAD_REQUEST, "multipart body without a valid boundary")
-    delimiter = b"--" + boundary.encode("latin-1")
-    pieces = body.split(delimiter, MAX_PARTS + 2)
-    if len(pieces) < 3:
-        raise BadRequest(HTTPStatus.BAD_REQUEST, "malformed multipart body")
-    if len(pieces) > MAX_PARTS + 2:
-        raise BadRequest(HTTPStatus.BAD_REQUEST, f"more than {MAX_PARTS} parts in the body")
-    for piece in pieces[1:-1]:
-        head, sep, payload = piece.partition(b"\r\n\r\n")
-        if not sep:
-            continue
-        headers = {}
-        for line in head.decode("latin-1").split("\r\n"):
-            k, _, v = line.partition(":")
-            if k:
-                headers[k.strip().lower()] = v.strip()
-        _, disp = _header_params(headers.get("content-disposition", ""))
-        if "filename" in disp or disp.get("name") == "image":
-            if payload.endswith(b"\r\n"):
-                payload = payload[:-2]
-            return payload, disp.get("filename") or "upload"
-    raise BadRequest(HTTPStatus.BAD_REQUEST, "no file field in the multipart body")
-
-
-def extract_upload(content_type: str, body: bytes) -> tuple[bytes, str]:
-    """The image bytes and a display name from a raw or multipart/form-data body."""
-    kind = content_type.split(";")[0].strip().lower()
-    if kind == "multipart/form-data":
-        return extract_multipart(content_type, body)
-    if kind in ("", "application/octet-stream") or kind.startswith("image/"):
-        return body, "upload"
-    raise BadRequest(
-        HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-        f"unsupported content type '{content_type}': send an image body or multipart/form-data",
-    )
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
-def _host_of(value: str) -> str:
-    """The host part of a Host header or an Origin's netloc (IPv6 brackets removed)."""
-    m = re.match(r"^\[([^\]]+)\](?::\d+)?$|^([^:]+)(?::\d+)?$", value.strip())
-    return (m.group(1) or m.group(2) or "").lower() if m else ""
 
 
 def png_data_url(bgr) -> str:
@@ -254,7 +177,7 @@ class Handler(BaseHTTPRequestHandler):
     def _foreign_request(self) -> str | None:
         """Why this request must be refused (another site, a rebound DNS name), or None."""
         bound = self.server.server_address[0]
-        host = _host_of(self.headers.get("Host", ""))
+        host = host_of(self.headers.get("Host", ""))
         if is_loopback(bound) and not is_loopback(host) and host != bound:
             return f"Host '{host}' is not this server"
         if self.command == "POST":

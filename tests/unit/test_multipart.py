@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge_infer.serve.server import MAX_PARTS, BadRequest, extract_upload
+from edge_infer.serve.http import BadRequest, extract_upload
+from edge_infer.serve.limits import MAX_PARTS
 
 
 def body(parts: list[tuple[str, bytes]], boundary: str = "b0und") -> tuple[str, bytes]:
