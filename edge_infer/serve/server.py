@@ -318,13 +318,8 @@ class Handler(BaseHTTPRequestHandler):
         holds no rule of its own."""
         from ..cases import one_case
 
-        value = self.headers.get("Content-Length", "").strip()
-        if not value.isascii() or not value.isdigit() or int(value) > MAX_CASE_BYTES:
-            self.close_connection = True
-            raise BadRequest(
-                HTTPStatus.BAD_REQUEST, f"a case is JSON of at most {MAX_CASE_BYTES} bytes"
-            )
-        body, reserved = self._read_body()  # the body's deadline and the budget apply
+        # the same checks, deadline and budget as an upload, with a case's own size limit
+        body, reserved = self._read_body(MAX_CASE_BYTES)
         try:
             records = json.loads(body)[RECORDS]
         except (ValueError, KeyError, TypeError, RecursionError):
@@ -369,7 +364,7 @@ class Handler(BaseHTTPRequestHandler):
         self.counters.add("classified")
         self._json(200, record)
 
-    def _read_body(self) -> tuple[bytearray, int]:
+    def _read_body(self, limit: int | None = None) -> tuple[bytearray, int]:
         """The body, read against the server's budget of buffered bytes and the body's
         deadline; returns it and the bytes reserved (released by the caller)."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -379,7 +374,8 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "Content-Length required (digits)")
         length = int(value)
-        if length > self.max_body:
+        max_body = limit if limit is not None else self.max_body
+        if length > max_body:
             self.close_connection = True
             if length <= DRAIN_LIMIT:  # read it away, so the client sees the 413, not a reset
                 self.server.watch.enter(self.conn, BODY)  # at the minimum rate too
@@ -392,7 +388,7 @@ class Handler(BaseHTTPRequestHandler):
                     self.conn.received = length - remaining
             raise BadRequest(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                f"body of {length} bytes is over the {self.max_body}-byte limit",
+                f"body of {length} bytes is over the {max_body}-byte limit",
             )
         if length <= 0:
             raise BadRequest(HTTPStatus.BAD_REQUEST, "empty body: send an image")
