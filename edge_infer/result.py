@@ -39,6 +39,10 @@ class Reason(str, Enum):
     IMAGE = "image_statistics"
     FEATURES = "features"
     LOW_CONFIDENCE = "low_confidence"
+    # decided by the runtime around the graph (edge_infer.image.scale, edge_infer.tiles), so
+    # not among the graph's REASON_CODES
+    MAGNIFICATION = "magnification"
+    FIELDS_DISAGREE = "fields_disagree"
 
 
 #: what the graph's `status_code` and `reason_code` outputs mean (their index); train's graph
@@ -66,6 +70,9 @@ MESSAGES: Mapping[Reason, str] = {
     "(another stain, camera, magnification or focus?)",
     Reason.FEATURES: "unlike anything the model was trained on",
     Reason.LOW_CONFIDENCE: "confidence below the model's threshold",
+    Reason.MAGNIFICATION: "cells larger than the model reads (a close-up, a single-cell crop "
+    "or a higher magnification?): photograph whole fields at the training magnification",
+    Reason.FIELDS_DISAGREE: "the fields of this image do not agree",
 }
 DO_NOT_USE = "do not use this result"
 REVIEW = "review by a specialist"
@@ -101,6 +108,10 @@ LABEL = "label"
 CONFIDENCE = "confidence"
 HEADLINE = "headline"
 ERROR = "error"
+#: fields only an image read at another scale has (JSON lines; not CSV columns): how many times
+#: larger its cells looked than in training, and each tile's answer
+MAGNIFICATION = "magnification"
+TILES = "tiles"
 #: record fields, in output order (probabilities is a mapping; CSV spreads it into p_<class>;
 #: it and ood_score carry the graph's outputs under the graph's own output names)
 RECORD_FIELDS = (
@@ -177,7 +188,7 @@ def vocabulary() -> dict[str, Any]:
 
 def flatten(record: Mapping[str, Any]) -> dict[str, Any]:
     """One CSV row from a record."""
-    row = {k: v for k, v in record.items() if k != PROBABILITIES}
+    row = {k: v for k, v in record.items() if k not in (PROBABILITIES, MAGNIFICATION, TILES)}
     for cls, p in (record.get(PROBABILITIES) or {}).items():
         row[PROBABILITY_PREFIX + cls] = p
     return row
@@ -205,6 +216,11 @@ class Prediction:
     #: in [0, 1]); None for a model exported without it, or a TTA answer (not part of the
     #: record)
     cam: np.ndarray | None = field(default=None, repr=False, compare=False)
+    #: for an image not at the training scale (edge_infer.image.scale): how many times larger
+    #: its cells looked, and, when it was read as tiles, each tile's answer and its box
+    #: (x, y, width, height in the image's pixels)
+    magnification: float | None = None
+    tiles: tuple[tuple[tuple[int, int, int, int], Prediction], ...] | None = None
 
     ok = True
 
@@ -241,7 +257,20 @@ class Prediction:
             None,
             RECORD_SCHEMA,
         )
-        return dict(zip(RECORD_FIELDS, values, strict=True))
+        rec = dict(zip(RECORD_FIELDS, values, strict=True))
+        if self.magnification is not None:
+            rec[MAGNIFICATION] = round(self.magnification, 3)
+        if self.tiles is not None:
+            rec[TILES] = [
+                {
+                    "box": list(box),
+                    VERDICT: verdict(p.status, p.label),
+                    CONFIDENCE: round(p.confidence, 6),
+                    "reason": p.reason.value if p.reason else None,
+                }
+                for box, p in self.tiles
+            ]
+        return rec
 
     def to_dict(self) -> dict[str, Any]:
         """The record as plain JSON-safe values (`json.dumps(p.to_dict())` works)."""

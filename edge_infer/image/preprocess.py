@@ -39,6 +39,18 @@ def resize_to_input(bgr: np.ndarray, spec: PreprocessSpec | None = None) -> np.n
     return normalise_acquisition(img, spec)
 
 
+def field_to_input(
+    field_bgr: np.ndarray, spec: PreprocessSpec, out: np.ndarray | None = None
+) -> np.ndarray:
+    """A field already at the network's size (a tile of an image resampled to the training
+    scale) -> the network input, with the same masking, normalisation and scaling as
+    `prepare`."""
+    img = field_bgr
+    if spec.mask_background:
+        img = np.where(segment(img, spec)[:, :, None], img, 0).astype(np.uint8)
+    return to_tensor(normalise_acquisition(img, spec), spec, out)
+
+
 def channel_levels(bgr: np.ndarray, percentile: float) -> np.ndarray:
     """Per-channel (B, G, R) 8-bit level at `percentile`: the smear's bright background.
 

@@ -47,6 +47,14 @@ class PreprocessSpec:
     #: the lowest level a channel's background is taken to have (a black image is not
     #: brightened without bound)
     white_floor: float = 8.0
+    # the image's scale (edge_infer.image.scale): the training images' red-cell diameter as a
+    # share of the image side at the network's input (0: the model has no scale rule, every
+    # image is read whole), and the magnification range read whole: below it an image holds
+    # several fields and is read as tiles at the training scale, above it less than one
+    # field (a close-up, a single-cell crop) and it is not recognised
+    cell_diameter_share: float = 0.0
+    field_scale_min: float = 0.7
+    field_scale_max: float = 2.5
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -73,6 +81,10 @@ class PreprocessSpec:
             raise ValueError("white_percentile must be in 50-100 and white_target in 1-255")
         if not 1.0 <= self.white_floor <= self.white_target:
             raise ValueError("white_floor must be in 1-white_target")
+        if not 0.0 <= self.cell_diameter_share < 0.5:
+            raise ValueError("cell_diameter_share must be in 0-0.5")
+        if not 0.0 < self.field_scale_min < 1.0 < self.field_scale_max:
+            raise ValueError("field_scale_min must be in 0-1 and field_scale_max above 1")
         if not 8 <= self.input_size <= 1024:
             raise ValueError(f"input_size {self.input_size} is out of range")
 

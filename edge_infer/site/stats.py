@@ -21,13 +21,12 @@ from ..image.spec import PreprocessSpec
 
 @dataclass(frozen=True)
 class SiteStat:
-    """One acquisition statistic: its key, what people call it, its unit, the guard family
-    it belongs to, and what to change at the microscope when a lab is below / above range."""
+    """One acquisition statistic: its key, what people call it, its unit, and what to change
+    at the microscope when a lab is below / above range."""
 
     key: str
     title: str
     unit: str
-    family: str
     if_low: str
     if_high: str
     #: the smallest difference from the training median worth acting on (0: any that is
@@ -41,7 +40,6 @@ SITE_STATS = (
         "background_level",
         "lamp brightness (background luminance)",
         "0-255",
-        "colour",
         "the lamp is dimmer (or the exposure shorter) than in training: turn the lamp up or "
         "lengthen the exposure",
         "the lamp is brighter (or the exposure longer) than in training: turn the lamp down or "
@@ -52,7 +50,6 @@ SITE_STATS = (
         "clipped_share",
         "over-exposed pixels",
         "share of pixels at 250-255",
-        "colour",
         "",
         "part of the image is saturated white: shorten the exposure or turn the lamp down",
     ),
@@ -60,7 +57,6 @@ SITE_STATS = (
         "red_blue_balance",
         "white balance, red vs blue (log ratio of the background)",
         "ln(R/B)",
-        "colour",
         "the images are bluer (colder) than in training: set the camera's white balance on an "
         "empty field, or warm the colour temperature",
         "the images are redder (warmer) than in training: set the camera's white balance on an "
@@ -70,7 +66,6 @@ SITE_STATS = (
         "green_balance",
         "white balance, green vs magenta (log ratio of the background)",
         "ln(G/sqrt(RB))",
-        "colour",
         "the images are more magenta than in training: set the camera's white balance on an "
         "empty field",
         "the images are greener than in training: set the camera's white balance on an empty field",
@@ -79,7 +74,6 @@ SITE_STATS = (
         "stain_hue",
         "stain colour (hue of stained pixels)",
         "OpenCV hue 0-179",
-        "stain",
         "the stain is bluer than in training: check the stain batch, staining time and buffer pH",
         "the stain is redder/more magenta than in training: check the stain batch, staining "
         "time and buffer pH",
@@ -88,7 +82,6 @@ SITE_STATS = (
         "stain_strength",
         "stain strength (saturation of stained pixels)",
         "0-255",
-        "stain",
         "the stain is paler than in training (or the camera records no colour): check the "
         "staining time and the camera's colour mode",
         "the stain is stronger than in training: check the staining time and dilution",
@@ -97,7 +90,6 @@ SITE_STATS = (
         "sharpness",
         "focus (log variance of the Laplacian at the network's size)",
         "log",
-        "sharpness",
         "the images are less sharp than in training: refocus, clean the objective, check the "
         "camera adapter's focus",
         "the images are sharper or noisier than in training: lower the camera gain (noise) or "
@@ -107,7 +99,6 @@ SITE_STATS = (
         "cell_size",
         "cell size (largest stained cell's diameter / image width)",
         "share of width",
-        "magnification",
         "cells look smaller than in training: use a higher magnification (the training images "
         "are 100x oil immersion), or crop the field around the cell",
         "cells look larger than in training: use a lower magnification (the training images "
@@ -117,7 +108,6 @@ SITE_STATS = (
         "image_side_px",
         "image size (shorter side)",
         "px",
-        "resolution",
         "the images have fewer pixels than the network needs: raise the camera resolution",
         "",
     ),

@@ -1,0 +1,106 @@
+"""Images at another scale on the real model and real images: a mosaic of dataset fields and
+a 5 MP frame are read as tiles at the training scale, a close-up and another lab's single-cell
+crops are not recognised, and images at the training scale are answered as before."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_infer import Classifier
+from edge_infer.image import scale
+from edge_infer.image.preprocess import resize_to_input
+from edge_infer.result import Reason, Status
+
+from .conftest import BUNDLED, ROOT
+
+OTHER_LABS = ROOT.parent / "shared" / "data" / "other-labs"
+
+
+@pytest.fixture(scope="module")
+def clf() -> Classifier:
+    """The bundled model with a scale rule (the shipped one carries its own; the reference
+    here is the training images' median reading, as train.scale_fit fits it)."""
+    c = Classifier(BUNDLED)
+    spec = c.meta.preprocess
+    if not spec.cell_diameter_share:
+        spec = dataclasses.replace(spec, cell_diameter_share=0.0947)
+        c.model.meta = dataclasses.replace(c.meta, preprocess=spec)
+    return c
+
+
+@pytest.fixture(scope="module")
+def fields(data: Path) -> list[np.ndarray]:
+    paths = sorted((data / "Original" / "Pro").glob("*.jpg"))[:36]
+    return [cv2.imread(str(p)) for p in paths]
+
+
+def mosaic(images: list[np.ndarray], n: int) -> np.ndarray:
+    return np.vstack([np.hstack(images[r * n : (r + 1) * n]) for r in range(n)])
+
+
+def test_a_mosaic_of_fields_is_read_as_tiles(clf: Classifier, fields) -> None:
+    img = mosaic(fields, 3)  # 672 px holding 9 training fields: cells at 1/3 of the scale
+    p = clf.predict(img, name="mosaic")
+    assert p.tiles is not None and len(p.tiles) >= 4
+    assert 0.2 < p.magnification < 0.45
+    rec = p.to_record()
+    json.dumps(rec)  # the record stays JSON
+    assert len(rec["tiles"]) == len(p.tiles)
+    # never Benign for a field of Pro blasts: the tiles say Pro, or the image is for review
+    assert p.raw_label == "Pro" or p.status is not Status.OK
+
+
+def test_a_5mp_frame_is_never_answered_at_the_wrong_scale(clf: Classifier, fields) -> None:
+    """A 2592 x 1944 frame whose cells are a third of the training scale (a lower
+    magnification objective and a bigger sensor): tiles; the same frame as a close-up (cells
+    three times larger): not recognised for its magnification."""
+    wide = cv2.resize(
+        mosaic(fields, 6)[: 6 * 224 * 3 // 4], (2592, 1944), interpolation=cv2.INTER_AREA
+    )
+    p = clf.predict(wide, name="frame")
+    assert p.tiles is not None, "a wide frame must not be answered whole"
+    assert all(b[2] > 0 and b[3] > 0 for b, _ in p.tiles)
+    close = cv2.resize(fields[0][60:140, 60:160], (2592, 1944), interpolation=cv2.INTER_CUBIC)
+    q = clf.predict(close, name="close-up")
+    assert q.status is Status.OUT_OF_DISTRIBUTION and q.reason is Reason.MAGNIFICATION
+
+
+@pytest.mark.parametrize("folder", ["ALL-IDB2_103px/blast", "Zheng2018_CellaVisionBlog/lymphocyte"])
+def test_another_labs_single_cell_crops_are_refused_for_magnification(clf, folder) -> None:
+    path = OTHER_LABS / folder
+    if not path.is_dir():
+        pytest.skip(f"{path} not found")
+    files = sorted(
+        p for p in path.iterdir() if p.suffix.lower() in (".jpg", ".png", ".bmp", ".tif")
+    )[:20]
+    outcomes = clf.predict_batch(files)
+    reasons = [o.reason for o in outcomes]
+    assert all(o.status is Status.OUT_OF_DISTRIBUTION for o in outcomes)
+    assert reasons.count(Reason.MAGNIFICATION) >= 0.8 * len(files), reasons
+
+
+def test_images_at_the_training_scale_are_answered_as_before(clf, sample_images) -> None:
+    plain = Classifier(BUNDLED)
+    plain.model.meta = dataclasses.replace(
+        clf.meta, preprocess=dataclasses.replace(clf.meta.preprocess, cell_diameter_share=0.0)
+    )
+    whole = 0
+    for path in sample_images:
+        img = cv2.imread(str(path))
+        spec = clf.meta.preprocess
+        m = scale.magnification(img, resize_to_input(img, spec), spec)
+        if scale.plan(m, spec, img.shape) is not scale.Plan.WHOLE:
+            continue
+        whole += 1
+        a, b = clf.predict(img), plain.predict(img)
+        assert (a.status, a.raw_label, a.tiles) == (b.status, b.raw_label, None)
+        assert a.probabilities == b.probabilities
+        assert not math.isnan(m)
+    assert whole >= len(sample_images) - 1
