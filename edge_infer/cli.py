@@ -370,6 +370,13 @@ def describe(meta, path: str) -> list[str]:
         f"input       {meta.input.name} {meta.input.layout} {meta.input.size}x{meta.input.size} "
         f"{meta.input.channel_order} {meta.input.dtype} in {list(meta.input.value_range)}",
         f"normalise   {spec.normalise}",
+        "scale       "
+        + (
+            f"red-cell ruler: read whole at {spec.field_scale_min}-{spec.field_scale_max}x the "
+            "training scale, wider fields as tiles, close-ups not recognised"
+            if spec.cell_diameter_share
+            else "none (every image read whole: use it at the training magnification)"
+        ),
         f"uncertain   confidence < {meta.uncertain_below}"
         + "".join(f"; {c} < {t}" for c, t in meta.uncertain_below_by_class.items()),
         f"not recog.  feature score > {guards.feature_threshold}"

@@ -52,6 +52,7 @@ def convert_and_describe(args: argparse.Namespace):
     import onnx
 
     from train.guard import GUARDS_FILE
+    from train.scale_fit import read_scale_rule
     from train.site_reference import read_site_reference
 
     from .onnx_export import build_export_model, convert, metadata_for, write_metadata
@@ -66,7 +67,15 @@ def convert_and_describe(args: argparse.Namespace):
         raise SystemExit(f"{guard_file} not found: fit the guards first (python -m train.guard)")
     guards = json.loads(guard_file.read_text())
     others = [json.loads((r / "metrics.json").read_text()) for r in args.also_run]
-    meta = metadata_for(metrics, version, threshold, guards, others, read_site_reference(args.run))
+    meta = metadata_for(
+        metrics,
+        version,
+        threshold,
+        guards,
+        others,
+        read_site_reference(args.run),
+        read_scale_rule(args.run),
+    )
     step("converting with tf2onnx")
     proto = convert(export_model, meta.preprocess.input_size)
     write_metadata(proto, meta)

@@ -4,6 +4,7 @@ The calibration temperature and the OOD score are folded into the graph."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -164,11 +165,20 @@ def metadata_for(
     guards: dict,
     other_runs: list[dict] = (),
     site_reference: dict | None = None,
+    scale_rule: dict | None = None,
 ) -> ModelMetadata:
     """Everything the runtime (or any ONNX tool) needs. The guards are copied unchanged from
     the run's guards.json (train.guard owns the thresholds), the site reference from its
-    site_reference.json (train.site_reference)."""
+    site_reference.json (train.site_reference), the scale rule's reference and range from its
+    scale.json (train.scale_fit) into the preprocessing spec."""
     spec = PreprocessSpec.from_json(metrics["preprocess"])
+    if scale_rule:
+        spec = dataclasses.replace(
+            spec,
+            cell_diameter_share=float(scale_rule["cell_diameter_share"]),
+            field_scale_min=float(scale_rule["field_scale_min"]),
+            field_scale_max=float(scale_rule["field_scale_max"]),
+        )
     by_name = {c.name: c for c in ALL_PBS_CLASSES}
     return ModelMetadata(
         classes=tuple(by_name[c] for c in metrics["classes"]),

@@ -104,3 +104,26 @@ def test_images_at_the_training_scale_are_answered_as_before(clf, sample_images)
         assert a.probabilities == b.probabilities
         assert not math.isnan(m)
     assert whole >= len(sample_images) - 1
+
+
+def test_the_cli_reads_a_full_frame_as_tiles_and_refuses_a_close_up(tmp_path, fields) -> None:
+    """The shipped model through `edge-infer classify` (a real process): a 5 MP frame gets one
+    record with its tiles (JSON lines) and a CSV row; a close-up is not recognised."""
+    from .conftest import run_cli
+
+    if not Classifier(BUNDLED).meta.preprocess.cell_diameter_share:
+        pytest.skip("the bundled model has no scale rule")
+    wide = cv2.resize(mosaic(fields, 6), (2592, 1944), interpolation=cv2.INTER_AREA)
+    # a 4.5x close-up of one field (its red cells wider than a third of the image)
+    close = cv2.resize(fields[1][80:130, 80:130], (1200, 1200), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(tmp_path / "frame.png"), wide)
+    cv2.imwrite(str(tmp_path / "close.png"), close)
+    out = run_cli("classify", str(tmp_path), "--format", "jsonl")
+    assert out.returncode == 0, out.stderr
+    recs = {Path(r["path"]).name: r for r in map(json.loads, out.stdout.splitlines())}
+    assert recs["frame.png"]["tiles"] and recs["frame.png"]["magnification"] < 0.55
+    assert recs["close.png"]["reason"] == "magnification"
+    assert recs["close.png"]["verdict"] == "not_recognised"
+    csv = run_cli("classify", str(tmp_path), "--format", "csv")
+    assert csv.returncode == 0, csv.stderr
+    assert "tiles" not in csv.stdout.splitlines()[0]

@@ -180,6 +180,16 @@ export async function classify(files, modelPath = DEFAULT_MODEL) {
   const classes = meta.classes.map((c) => c.name);
   const codes = meta.guards.codes;
   const records = [];
+  // edge_infer.image.scale (reading the image's scale from its red cells, tiles, refusing
+  // close-ups) is not ported here: with a model that has a scale rule, this example's answers
+  // hold only for images at the training magnification, and every record says so
+  const scaleRule = (spec.cell_diameter_share ?? 0) > 0;
+  if (scaleRule) {
+    console.error(
+      "note: this model reads each image's scale (edge_infer.image.scale); this example does " +
+        "not: use it only on images taken at the training magnification (100x oil, one field)",
+    );
+  }
   for (const file of files) {
     let out;
     try {
@@ -205,6 +215,7 @@ export async function classify(files, modelPath = DEFAULT_MODEL) {
       ood_score: round(Number(out.ood_score.data[0]), 4),
       image_score: round(Number(out.image_score.data[0]), 4),
       model: meta.version,
+      ...(scaleRule ? { scale_rule: "not applied by this example" } : {}),
     });
   }
   return records;
