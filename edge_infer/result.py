@@ -8,6 +8,7 @@ be used never headlines a class: its `label` is None (the network's argmax stays
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -259,7 +260,9 @@ class Prediction:
         )
         rec = dict(zip(RECORD_FIELDS, values, strict=True))
         if self.magnification is not None:
-            rec[MAGNIFICATION] = round(self.magnification, 3)
+            # JSON has no infinity: cells too large (or small) to measure have no figure
+            m = self.magnification
+            rec[MAGNIFICATION] = round(m, 3) if math.isfinite(m) else None
         if self.tiles is not None:
             rec[TILES] = [
                 {

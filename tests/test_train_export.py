@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -93,7 +94,12 @@ def test_export_parity_report_and_metadata(tiny_onnx):
     meta = ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props})
     assert meta.classes == ALL_PBS_CLASSES
     assert meta.input.layout == "NHWC" and meta.version == "tiny-test"
-    assert meta.preprocess == PreprocessSpec()
+    # the run's spec, with the scale rule's reference train.scale_fit fitted on its images
+    scale_rule = json.loads((tiny_onnx.parent / "tiny" / "scale.json").read_text())
+    assert 0.05 < scale_rule["cell_diameter_share"] < 0.2
+    assert meta.preprocess == dataclasses.replace(
+        PreprocessSpec(), cell_diameter_share=scale_rule["cell_diameter_share"]
+    )
     # train.guard wrote the thresholds once; export copied them unchanged
     guards = json.loads((tiny_onnx.parent / "tiny" / "guards.json").read_text())
     assert meta.guards.feature_threshold == guards["feature_threshold"] > 0

@@ -461,6 +461,11 @@ def main(argv: list[str] | None = None) -> dict:
     from .site_reference import fit_site_reference
 
     fit_site_reference(out, args.data, limit=args.limit)
+    # the scale rule's reference (its range is chosen on validation with the exported model:
+    # python -m train.scale_fit --run RUN --model M.onnx, then export again)
+    from .scale_fit import main as fit_scale
+
+    fit_scale(["--run", str(out), "--data", str(args.data), "--limit", str(args.limit)])
     print(
         f"test accuracy {report['accuracy']:.4f}  macro F1 {report['macro_f1']:.4f}  "
         f"malignant sensitivity {report['malignant_sensitivity']:.4f}  "

@@ -146,3 +146,8 @@ def test_refused_keeps_the_networks_answer_but_not_to_use() -> None:
     assert p.status is Status.OUT_OF_DISTRIBUTION and p.reason is Reason.MAGNIFICATION
     assert p.label is None and p.raw_label == "Pro"
     assert p.headline.startswith("Not recognised: cells larger than the model reads")
+    # a reading too large to measure is no number in the record (JSON has no infinity)
+    import json
+
+    rec = refused(answer("Pro"), math.inf).to_record()
+    assert rec["magnification"] is None and "Infinity" not in json.dumps(rec)
