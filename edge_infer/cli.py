@@ -190,8 +190,12 @@ def run() -> None:
     gave: they are escaped like every other line (formats.terminal_text)."""
     global _AS_PROGRAM
     _AS_PROGRAM = True
+    args = sys.argv[1:]
+    if not args and getattr(sys, "frozen", False):
+        # the self-contained executable, double-clicked: the upload page, in the browser
+        args = ["serve", "--open"]
     try:
-        code = main.main(prog_name="edge-infer", standalone_mode=False)
+        code = main.main(args, prog_name="edge-infer", standalone_mode=False)
     except click.ClickException as exc:
         message = exc.format_message
         exc.format_message = lambda: terminal_text(message())  # type: ignore[method-assign]
@@ -593,11 +597,27 @@ def watch(
     default=None,
     help="A report from `edge-infer check-site`: the page shows its verdict and links to it.",
 )
+@click.option(
+    "--open",
+    "open_browser",
+    is_flag=True,
+    help="Open the page in the default browser once it is served (the executable's default).",
+)
 @model_option
 @threads_option
 @logging_options
 def serve(
-    host, port, max_upload_mb, idle_timeout, site_report, model, threads, verbose, quiet, log_file
+    host,
+    port,
+    max_upload_mb,
+    idle_timeout,
+    site_report,
+    open_browser,
+    model,
+    threads,
+    verbose,
+    quiet,
+    log_file,
 ):
     """A local upload page and JSON API (POST /api/classify, GET /api/model, GET /healthz)."""
 
@@ -629,7 +649,13 @@ def serve(
             err=True,
         )
     url_host = f"[{h}]" if ":" in h else h
-    echo(f"serving model {clf.version} on http://{url_host}:{p}/  (Ctrl+C to stop)", err=True)
+    url = f"http://{url_host}:{p}/"
+    echo(f"serving model {clf.version} on {url}  (Ctrl+C to stop)", err=True)
+    if open_browser:
+        import webbrowser
+
+        # in a thread: a browser that takes long to start does not hold the server back
+        threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
 
     def stop(signum, _frame):  # shutdown() waits for serve_forever: call it from another thread
         threading.Thread(target=server.shutdown, daemon=True).start()
