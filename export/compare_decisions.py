@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 
 
-def read(path: Path) -> dict[str, dict]:
-    return {r["path"]: r for r in map(json.loads, path.read_text().splitlines())}
+def read(path: Path, by_name: bool = False) -> dict[str, dict]:
+    """Records by path (or by file name, for two runs over copies in different folders)."""
+    recs = map(json.loads, path.read_text().splitlines())
+    return {(Path(r["path"]).name if by_name else r["path"]): r for r in recs}
 
 
 def compare(old: dict[str, dict], new: dict[str, dict]) -> dict:
@@ -41,6 +43,16 @@ def compare(old: dict[str, dict], new: dict[str, dict]) -> dict:
         "statuses_new": dict(Counter(new[p]["status"] for p in common)),
         "image_score_median_rel_diff": float(
             np.median(np.abs(a - b) / np.maximum(np.abs(a), 1e-3))
+        ),
+        "image_score_max_rel_diff": float(np.max(np.abs(a - b) / np.maximum(np.abs(a), 1e-3))),
+        "probability_max_abs_diff": max(
+            (
+                abs(old[p]["probabilities"][c] - new[p]["probabilities"][c])
+                for p in common
+                if old[p]["probabilities"] and new[p]["probabilities"]
+                for c in old[p]["probabilities"]
+            ),
+            default=0.0,
         ),
     }
 
@@ -71,12 +83,15 @@ def main(argv: list[str] | None = None) -> dict:
         "--make-ood-images", type=Path, default=None, help="write the OOD image set here, exit"
     )
     ap.add_argument("--data", type=Path, default=Path("../shared/data/all-pbs"))
+    ap.add_argument(
+        "--by-name", action="store_true", help="match records by file name, not by path"
+    )
     args = ap.parse_args(argv)
     if args.make_ood_images:
         n = write_ood_images(args.data, args.make_ood_images)
         print(f"{n} images -> {args.make_ood_images}")
         return {"images": n}
-    result = compare(read(args.old), read(args.new))
+    result = compare(read(args.old, args.by_name), read(args.new, args.by_name))
     text = json.dumps(result, indent=2)
     if args.out:
         args.out.write_text(text)

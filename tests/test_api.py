@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import subprocess
 import sys
 import threading
@@ -181,3 +182,18 @@ def test_thread_defaults_batches_side_by_side_and_latency_uses_the_cores(tiny_on
     latency = Classifier(tiny_onnx, latency=True)
     assert latency.model.threads == default_threads()
     assert not latency.batches_side_by_side
+
+
+@pytest.mark.skipif(not shutil.which("taskset"), reason="needs taskset (util-linux)")
+def test_defaults_follow_one_usable_core_in_a_real_process():
+    """Pinned to one CPU (`taskset -c 0`, the low-power profile), a new process's defaults do
+    not oversubscribe it: one worker, one onnxruntime thread for batches and for the server."""
+    code = (
+        "from edge_infer import Classifier; c = Classifier(); "
+        "print(c.workers, c.model.threads, Classifier(latency=True).model.threads)"
+    )
+    out = subprocess.run(
+        ["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "1", "1"]

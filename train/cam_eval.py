@@ -61,11 +61,15 @@ def main(argv: list[str] | None = None) -> dict:
     records = select(read_manifest(), "test", args.split_column)
     images = [load_image(args.data / r.path) for r in records]
     preds = clf.predict_arrays(images, [r.path for r in records])
-    if any(p.cam is None for p in preds):
+    if all(p.cam is None for p in preds):
         raise SystemExit(f"{clf.version}: the model has no CAM output (re-export it)")
     spec = clf.meta.preprocess
     hits, wrong_tiles, wrong_captions = [], [], []
+    # an image the scale rule reads as tiles has no single map: left out, and counted
+    tiled = sum(p.tiles is not None for p in preds)
     for img, rec, pred in zip(images, records, preds, strict=True):
+        if pred.cam is None:
+            continue
         small = resize_to_input(img, spec)
         hits.append(on_cell(pred.cam, stained_mask(small, spec)))
         if pred.raw_label != rec.label:
@@ -75,8 +79,9 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "model": clf.version,
         "split": f"test ({args.split_column})",
-        "images": len(records),
-        "cam_grid": list(preds[0].cam.shape),
+        "images": len(records) - tiled,
+        "read_as_tiles_left_out": tiled,
+        "cam_grid": list(next(p.cam for p in preds if p.cam is not None).shape),
         "cam_max_on_a_stained_cell": share,
         "target": 0.90,
         "misclassified": len(wrong_tiles),
@@ -91,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
             str(args.out.with_name("cam_misclassified.png")), montage(wrong_tiles, wrong_captions)
         )
     print(
-        f"{clf.version}: CAM maximum on a stained cell for {share:.3f} of {len(records)} test "
+        f"{clf.version}: CAM maximum on a stained cell for {share:.3f} of {len(hits)} test "
         f"images; {len(wrong_tiles)} misclassified drawn",
         file=sys.stderr,
     )
