@@ -23,8 +23,10 @@ if [ ! -x "$root/usr/bin/python3" ]; then
 fi
 cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"   # pip verifies the registry with it
 mountpoint -q "$root/sys" || mount -t sysfs sysfs "$root/sys"   # onnxruntime reads the CPU list
-mountpoint -q "$root/proc" || mount -t proc proc "$root/proc"
-trap 'umount "$root/sys" "$root/proc" 2>/dev/null || true' EXIT
+# and NOT /proc: with the host's /proc/cpuinfo (x86-64) onnxruntime's CPU probe crashes under
+# emulation (segmentation fault at import, seen here); without it, it reads /sys
+mountpoint -q "$root/proc" && umount "$root/proc"
+trap 'umount "$root/sys" 2>/dev/null || true' EXIT
 
 # the project as a user downloads it, and the README's install line inside the root
 rm -rf "$root/opt/edge-infer" && mkdir -p "$root/opt/edge-infer"

@@ -144,7 +144,7 @@ def test_pipelined_iter_predict_is_lazy_ordered_and_equal_to_one_by_one(
     another filled in place: either way only a bounded window ahead, results in input order
     and equal to one-at-a-time predictions."""
     if workers == 1:
-        monkeypatch.setattr("edge_infer.classifier.usable_cpus", lambda: 1)
+        monkeypatch.setattr("edge_infer.batching.usable_cpus", lambda: 1)
     clf = Classifier(tiny_onnx, threads=threads, workers=workers)
     assert clf.batches_side_by_side == (threads == 1 and workers == 2)
     inputs = [*sample_images, b"not an image", *sample_images]
