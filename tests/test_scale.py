@@ -127,3 +127,40 @@ def test_the_cli_reads_a_full_frame_as_tiles_and_refuses_a_close_up(tmp_path, fi
     csv = run_cli("classify", str(tmp_path), "--format", "csv")
     assert csv.returncode == 0, csv.stderr
     assert "tiles" not in csv.stdout.splitlines()[0]
+
+
+def test_the_reading_follows_the_zoom_on_real_fields(clf, data) -> None:
+    """The red-cell reading is covariant: the same fields zoomed out (a wider field: cells
+    half as large) or in (twice as large) read about half or twice as large (median over 24
+    dataset images within 20%), with the per-image reading at the training scale near 1."""
+    spec = clf.meta.preprocess
+    paths = [
+        p
+        for c in ("Benign", "Early", "Pre", "Pro")
+        for p in sorted((data / "Original" / c).glob("*.jpg"))[:6]
+    ]
+    ratios: dict[float, list[float]] = {0.5: [], 1.0: [], 2.0: []}
+    for path in paths:
+        img = cv2.imread(str(path))
+        h, w = img.shape[:2]
+        for zoom in ratios:
+            if zoom == 1.0:
+                view = img
+            elif zoom < 1.0:  # a wider field at half the scale: 2 x 2 neighbouring fields
+                view = cv2.resize(
+                    np.vstack([np.hstack([img, img[:, ::-1]])] * 2),
+                    (w, h),
+                    interpolation=cv2.INTER_AREA,
+                )
+            else:  # the centre, twice as large
+                view = cv2.resize(
+                    img[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4],
+                    (w, h),
+                    interpolation=cv2.INTER_CUBIC,
+                )
+            m = scale.magnification(view, resize_to_input(view, spec), spec)
+            ratios[zoom].append(m / zoom)
+    for zoom, r in ratios.items():
+        finite = [v for v in r if math.isfinite(v) and v > 0]
+        assert len(finite) >= 0.75 * len(r), (zoom, r)
+        assert float(np.median(finite)) == pytest.approx(1.0, abs=0.2), (zoom, finite)
