@@ -109,6 +109,7 @@ LABEL = "label"
 CONFIDENCE = "confidence"
 HEADLINE = "headline"
 ERROR = "error"
+SCHEMA = "record_schema"
 #: fields only an image read at another scale has (JSON lines; not CSV columns): how many times
 #: larger its cells looked than in training, and each tile's answer
 MAGNIFICATION = "magnification"
@@ -129,7 +130,7 @@ RECORD_FIELDS = (
     IMAGE_SCORE,
     "model",
     ERROR,
-    "record_schema",
+    SCHEMA,
 )
 PROBABILITY_PREFIX = "p_"
 
