@@ -103,6 +103,8 @@ def _scale_energies(dark: np.ndarray, skip_octave: bool = False) -> tuple[np.nda
 READ_SIDE = 1024
 #: at most this many tiles per image (12 x 12 training fields); more: not recognised
 MAX_TILES = 144
+#: the refined reading reads at most this many fields along each side, spread over the frame
+READ_FIELDS = 8
 
 
 class Plan(str, Enum):
@@ -149,11 +151,18 @@ def magnification(bgr: np.ndarray, small: np.ndarray, spec: PreprocessSpec) -> f
     fields = _resize(bgr, k)
     readings = [
         quick_reading(fields[y : y + window, x : x + window]) / reference
-        for y in _starts(fields.shape[0], window)[:8]
-        for x in _starts(fields.shape[1], window)[:8]
+        for y in _spread(_starts(fields.shape[0], window), READ_FIELDS)
+        for x in _spread(_starts(fields.shape[1], window), READ_FIELDS)
     ]
     usable = [r for r in readings if math.isfinite(r) and r > 0.0]
     return first * float(np.median(usable)) if usable else first
+
+
+def _spread(items: list[int], n: int) -> list[int]:
+    """At most n of `items`, evenly spread over them (the whole frame, not one corner)."""
+    if len(items) <= n:
+        return items
+    return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)]
 
 
 def _resize(bgr: np.ndarray, k: float) -> np.ndarray:

@@ -151,3 +151,11 @@ def test_refused_keeps_the_networks_answer_but_not_to_use() -> None:
 
     rec = refused(answer("Pro"), math.inf).to_record()
     assert rec["magnification"] is None and "Infinity" not in json.dumps(rec)
+
+
+def test_the_refined_reading_spreads_its_fields_over_the_frame() -> None:
+    starts = scale._starts(3000, 160)  # 19 windows along a 3000 px side
+    picked = scale._spread(starts, scale.READ_FIELDS)
+    assert len(picked) == scale.READ_FIELDS and picked[0] == 0 and picked[-1] == 3000 - 160
+    assert picked == sorted(set(picked))
+    assert scale._spread([0, 50], 8) == [0, 50]
