@@ -48,14 +48,6 @@ def _assigned_cpus() -> int:
     return usable_cpus()
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class SmearClassifier:
     """One model per actor; `__call__` classifies a batch of `{"bytes", "path"}` rows."""
 
@@ -63,7 +55,7 @@ class SmearClassifier:
         threads = threads or _assigned_cpus()
         # one batch at a time per actor: its onnxruntime call gets every CPU of the actor
         self.clf = Classifier(model, threads=threads, workers=1)
-        self.model_sha256 = file_sha256(self.clf.model.path)
+        self.model_sha256 = self.clf.model.sha256
         self.fields = (*flat_fields(self.clf.classes), *ARCHIVE_FIELDS)
 
     def __call__(self, batch: Mapping[str, Sequence[Any]]) -> dict[str, np.ndarray]:
