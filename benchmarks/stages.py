@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from edge_infer.bench import cold_start_seconds, collect_images  # noqa: E402
 from edge_infer.classifier import Classifier  # noqa: E402
 from edge_infer.image import scale  # noqa: E402
-from edge_infer.image.decode import _read_bytes, decode_image, load_image  # noqa: E402
+from edge_infer.image.decode import decode_image, load_bytes, load_image  # noqa: E402
 from edge_infer.image.preprocess import normalise_acquisition, prepare, to_tensor  # noqa: E402
 from edge_infer.image.spec import INTERPOLATIONS  # noqa: E402
 from edge_infer.io.writers import RecordWriter  # noqa: E402
@@ -85,7 +85,7 @@ def stage_costs(files: list[str], batch: int = 8) -> dict[str, float]:
 
     for path in files:
         s0 = clock()
-        data = _read_bytes(Path(path), path)
+        data = load_bytes(Path(path), path)
         s1 = clock()
         bgr = decode_image(data, path)
         s2 = clock()

@@ -802,6 +802,84 @@ def check_site_command(folder, labelled, report, json_path, model, threads) -> N
 
 
 @main.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option(
+    "--out",
+    required=True,
+    help="Folder or s3:// URI; rows go to OUT/model=<version>/ as Parquet files.",
+)
+@model_option
+@click.option(
+    "--address",
+    default=None,
+    metavar="ray://HOST:PORT|auto",
+    help="Run on this Ray cluster (default: a local Ray with this machine's usable CPUs).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=None,
+    help="Model copies (Ray actors; default: the cluster's CPUs / --cpus-per-worker).",
+)
+@click.option(
+    "--cpus-per-worker",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="CPUs (onnxruntime threads) per worker.",
+)
+@batch_size_option
+@click.option(
+    "--rows-per-file",
+    type=click.IntRange(1),
+    default=5000,
+    show_default=True,
+    help="Rows per Parquet file (one is also written every 30 s: a crash loses at most that).",
+)
+def archive(sources, out, model, address, workers, cpus_per_worker, batch_size, rows_per_file):
+    """Classify an archive on Ray: SOURCES are folders (walked to the bottom), globs, list
+    files (one path or s3:// URI per line) or s3:// URIs. Re-running the same command skips
+    what OUT already holds for this model (by path and sha256), so a stopped run goes on where
+    it stopped. Exit 0 if every input was classified, 1 if some could not be, 130 if
+    interrupted. Needs the ray extra: pip install "edge-infer[ray]"."""
+    try:
+        from .archive.run import ArchiveOptions, run_archive
+        from .archive.store import ArchiveError
+        from .result import Status
+    except ImportError as exc:
+        raise click.ClickException(
+            f'archive needs the ray extra ({exc}): pip install "edge-infer[ray]"'
+        ) from None
+    opts = ArchiveOptions(
+        model=model,
+        address=address,
+        workers=workers,
+        cpus_per_worker=cpus_per_worker,
+        batch_size=batch_size,
+        rows_per_file=rows_per_file,
+    )
+    try:
+        summary = run_archive(sources, out, opts, progress=lambda line: echo(line, err=True))
+    except ModelError as exc:
+        raise BadModel(f"model {exc}") from None
+    except ArchiveError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"{out}: {exc.strerror or exc}") from None
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items()))
+    echo(
+        f"{summary.listed} inputs: {counts or 'none new'}; {summary.already_done} already in "
+        f"the output; {summary.files_written} files written to {summary.output} "
+        f"in {summary.seconds:.0f} s",
+        err=True,
+    )
+    if summary.interrupted:
+        echo("interrupted: run the same command again to go on", err=True)
+        _finish(130)
+    _finish(1 if summary.counts.get(Status.ERROR.value) else 0)
+
+
+@main.command()
 @model_option
 @click.option(
     "--images",

@@ -110,6 +110,7 @@ CONFIDENCE = "confidence"
 HEADLINE = "headline"
 ERROR = "error"
 SCHEMA = "record_schema"
+MODEL = "model"
 #: fields only an image read at another scale has (JSON lines; not CSV columns): how many times
 #: larger its cells looked than in training, and each tile's answer
 MAGNIFICATION = "magnification"
@@ -128,7 +129,7 @@ RECORD_FIELDS = (
     PROBABILITIES,
     OOD_SCORE,
     IMAGE_SCORE,
-    "model",
+    MODEL,
     ERROR,
     SCHEMA,
 )

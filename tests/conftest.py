@@ -161,3 +161,79 @@ def tiny_onnx(tiny_run: Path, data: Path) -> Path:
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     return onnx_path
+
+
+def require_extra(module: str, extra: str):
+    """An optional extra's module; missing: skipped outside CI, a failure in CI (which
+    installs every extra the tests use)."""
+    try:
+        return __import__(module)
+    except ImportError:
+        msg = f'{module} is not installed (pip install -e ".[{extra}]")'
+        if os.environ.get("CI"):
+            pytest.fail(msg + "; CI is set, so a missing extra is a failure")
+        pytest.skip(msg, allow_module_level=True)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+#: the tests' Ray runs without token authentication (their cluster is on 127.0.0.1 only)
+RAY_ENV = {**ENV, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    """A real Ray head with 2 CPUs for the session (`ray start --head --block` in its own
+    process group, so the teardown ends every process it started and nothing else); drivers
+    join it with --address."""
+    require_extra("ray", "ray")
+    import signal
+
+    port = free_port()
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    head = subprocess.Popen(
+        [
+            ray_bin,
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        env=RAY_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    address = f"127.0.0.1:{port}"
+    try:
+        end = time.time() + 120
+        while True:
+            probe = subprocess.run(
+                [ray_bin, "status", f"--address={address}"],
+                env=RAY_ENV,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            if probe.returncode == 0:
+                break
+            if head.poll() is not None or time.time() > end:
+                raise RuntimeError(f"the Ray head did not start: {head.stderr.read()[-2000:]}")
+            time.sleep(1)
+        yield address
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)

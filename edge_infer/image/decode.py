@@ -53,7 +53,8 @@ ImageSource = str | Path | bytes | bytearray | memoryview
 # --------------------------------------------------------------------------- loading
 
 
-def _read_bytes(path: Path, name: str) -> bytes:
+def load_bytes(path: Path, name: str) -> bytes:
+    """A file's bytes (at most MAX_FILE_BYTES), or ImageError naming `name` and the reason."""
     try:
         return read_limited(path, MAX_FILE_BYTES)
     except ReadRefused as exc:
@@ -221,7 +222,7 @@ def load_image(source: ImageSource, name: str | None = None) -> np.ndarray:
         return decode_image(source, name or "<bytes>")
     path = Path(source)
     label = name or str(path)
-    return decode_image(_read_bytes(path, label), label)
+    return decode_image(load_bytes(path, label), label)
 
 
 def as_bgr_array(image: np.ndarray, name: str = "<array>") -> np.ndarray:

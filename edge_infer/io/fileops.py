@@ -130,10 +130,16 @@ def _move_link(src: Path, dest: Path) -> None:
 def write_atomically(path: Path, text: str) -> None:
     """Write beside the target, then rename over it: a failure leaves the earlier file whole
     (never a 0-byte report). Names that are not valid UTF-8 are written as escapes."""
+    write_bytes_atomically(path, text.encode("utf-8", "backslashreplace"))
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    """`data` on disk (fsynced) under a hidden name beside `path`, then renamed to it: readers
+    see the whole file or none of it, even if the process dies mid-write."""
     tmp = path.with_name(f".{path.name}.edge-infer-part")
     try:
         with open(tmp, "wb") as fh:
-            fh.write(text.encode("utf-8", "backslashreplace"))
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
