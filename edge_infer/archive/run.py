@@ -51,6 +51,11 @@ class ArchiveSummary:
     files_written: int = 0
     workers: int = 0
     seconds: float = 0.0
+    #: seconds to start or join Ray, and from then to the first block of results
+    ray_start_s: float = 0.0
+    first_result_s: float = 0.0
+    #: (seconds since Ray was up, inputs done) at each block of results: the steady rate
+    timeline: list[tuple[float, int]] = field(default_factory=list)
     interrupted: bool = False
 
     @property
@@ -131,7 +136,8 @@ def _connect(address: str | None) -> int:
     if address:
         ray.init(address=address, **common)
     else:
-        ray.init(num_cpus=usable_cpus(), include_dashboard=False, **common)
+        # "local": a new Ray of our own, even where `ray start` left one running on this machine
+        ray.init(address="local", num_cpus=usable_cpus(), include_dashboard=False, **common)
     return int(ray.cluster_resources().get("CPU", 1))
 
 
@@ -194,7 +200,10 @@ def _classify(
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
+    t_connect = time.monotonic()
     cpus = _connect(opts.address)
+    t0 = time.monotonic()
+    summary.ray_start_s = t0 - t_connect
     try:
         ctx = DataContext.get_current()
         ctx.enable_progress_bars = sys.stderr.isatty() if opts.bars is None else opts.bars
@@ -216,7 +225,7 @@ def _classify(
             compute=ActorPoolStrategy(size=summary.workers),
             num_cpus=opts.cpus_per_worker,
         )
-        seen, last_line, t0 = 0, 0.0, time.monotonic()
+        seen, last_line = 0, 0.0
         for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             done_before = pc.equal(table.column(STATUS), ALREADY_DONE).fill_null(False)
             n_done = pc.sum(done_before).as_py() or 0
@@ -225,6 +234,9 @@ def _classify(
             if n_done < table.num_rows:
                 committer.add(table.filter(pc.invert(done_before)).cast(committer.store.schema))
             now = time.monotonic()
+            if not summary.timeline:
+                summary.first_result_s = now - t0
+            summary.timeline.append((now - t0, seen))
             if now - last_line >= PROGRESS_EVERY_S or seen == len(todo):
                 rate = seen / max(now - t0, 1e-9)
                 progress(f"{seen} of {len(todo)} inputs ({rate:.1f}/s, {summary.workers} workers)")

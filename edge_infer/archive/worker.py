@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..errors import ImageError, ModelError
+from ..image.preprocess import opencv_single_threaded
 from ..result import PATH, STATUS, Failure
 from .block import SHA256, SmearClassifier, now_utc
 from .storage import read_image_bytes
@@ -69,6 +70,10 @@ class ArchiveWorker(SmearClassifier):
             raise ModelError(
                 str(model_path or "<model bytes>"), "not the driver's model (sha256 differs)"
             )
+        if self.clf.model.threads == 1:
+            # this actor process has one CPU: OpenCV's own pool would only compete with the
+            # other actors for theirs
+            opencv_single_threaded()
         self.schema = archive_schema(self.clf.classes)
         self._reader = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="archive-read")
 

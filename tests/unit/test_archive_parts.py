@@ -98,3 +98,14 @@ def test_printable_path_escapes_bytes_that_are_not_utf8() -> None:
     assert printable_path(name) == "/archive/caf\\xe9.jpg"
     assert printable_path("/archive/café\n.jpg") == "/archive/café\n.jpg"
     assert np.array([printable_path(name)]).dtype.kind == "U"
+
+
+def test_the_documented_schema_is_the_schema() -> None:
+    from tests.conftest import ROOT
+
+    text = (ROOT / "deploy" / "README.md").read_text()
+    table = text.split("<!-- archive-schema -->")[1].split("<!-- /archive-schema -->")[0]
+    documented: list[str] = []
+    for line in table.strip().splitlines()[2:]:
+        documented += [c.strip() for c in line.split("|")[1].split(",")]
+    assert documented == [*archive_schema(CLASSES).names, "model"]
