@@ -237,15 +237,15 @@ class Classifier(Batching):
         probs = out[PROBABILITIES].reshape(8, n, -1).mean(axis=0)
         ood = out[OOD_SCORE].reshape(8, n).mean(axis=0)
         meta = self.meta
-        image_threshold = (meta.guards.image_stats or {}).get("threshold")
         results = []
         for i in range(n):
             k, status, reason = decide(
                 [float(p) for p in probs[i]],
                 [meta.uncertain_threshold(c) for c in meta.class_names],
                 no_cell=float(out[CELL_FRACTION][i]) < meta.preprocess.min_cell_fraction,
-                image_ood=image_threshold is not None
-                and float(out[IMAGE_SCORE][i]) > image_threshold,
+                image_ood=meta.guards.image_out_of_range(
+                    float(out[IMAGE_SCORE][i]), out[IMAGE_STATS][i]
+                ),
                 feature_ood=meta.guards.feature_threshold is not None
                 and float(ood[i]) > meta.guards.feature_threshold,
             )

@@ -11,7 +11,7 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +95,11 @@ class InputInfo:
     value_range: tuple[float, float] = (0.0, 1.0)
 
 
+#: image_stats key: the lower bound of some statistics (by name); below one, an image is out of
+#: distribution whatever its score
+IMAGE_FLOORS = "floors"
+
+
 @dataclass(frozen=True)
 class Guards:
     """The out-of-distribution rules, for people: the graph applies them itself.
@@ -108,6 +113,21 @@ class Guards:
     feature_score: str = "min squared Mahalanobis distance of pooled features to class means"
     image_stats: dict[str, Any] | None = None
     codes: dict[str, list[str | None]] = field(default_factory=dict)
+
+    def image_floors(self) -> dict[int, float]:
+        """The image guard's lower bounds, by the statistic's index in `image_stats` output."""
+        image = self.image_stats or {}
+        names = list(image.get("stats", ()))
+        return {names.index(n): float(v) for n, v in (image.get(IMAGE_FLOORS) or {}).items()}
+
+    def image_out_of_range(self, score: float, stats: Sequence[float]) -> bool:
+        """The image-statistics rule, as the graph applies it: the score over its threshold, or
+        a statistic under its floor (a blur far past training that the nearest-neighbour score
+        alone can miss)."""
+        threshold = (self.image_stats or {}).get("threshold")
+        if threshold is not None and score > threshold:
+            return True
+        return any(stats[i] < floor for i, floor in self.image_floors().items())
 
 
 #: what each split's figure means to a reader: the random split shares patients between train and
@@ -302,6 +322,10 @@ class ModelMetadata:
         threshold = self.guards.feature_threshold
         if threshold is not None and not math.isfinite(threshold):
             raise MetadataError(f"feature threshold {threshold} is not a number")
+        image = self.guards.image_stats or {}
+        for name, floor in (image.get(IMAGE_FLOORS) or {}).items():
+            if name not in image.get("stats", ()) or not math.isfinite(float(floor)):
+                raise MetadataError(f"image floor {name!r} ({floor}) is not a statistic's number")
         if self.guards.codes != decision_codes():
             raise MetadataError(
                 "the status and reason codes differ from this runtime's "

@@ -19,6 +19,7 @@ from edge_infer.metadata import (
     ALL_PBS_CLASSES,
     CAM,
     GRAPH_OUTPUTS,
+    IMAGE_FLOORS,
     INPUT_NAME,
     OOD_SCORE,
     Guards,
@@ -111,6 +112,7 @@ def build_export_model(run: Path, uncertain_below: float | None = None) -> tuple
         image["threshold"],
         guards["feature_threshold"],
         class_thresholds(metrics, uncertain_below),
+        floors=image.get(IMAGE_FLOORS),
         name="guards",
     )
     fmap = model.get_layer(FEATURES_LAYER).input

@@ -224,9 +224,14 @@ class GuardHead(layers.Layer):
         image_threshold: float,
         feature_threshold: float,
         uncertain_below: float | np.ndarray,
+        floors: dict[str, float] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        # lower bounds of some statistics: under one, the image is out of distribution
+        floors = floors or {}
+        self.floor_index = [STAT_NAMES.index(n) for n in floors]
+        self.floor_value = np.asarray(list(floors.values()), np.float32)
         self.spec = spec
         self.mean = np.asarray(mean, np.float32)
         self.whiten = np.asarray(whiten, np.float32)
@@ -253,6 +258,9 @@ class GuardHead(layers.Layer):
         top = tf.reduce_max(probs, axis=1)
         no_cell = cells < self.spec.min_cell_fraction
         image_ood = score > self.image_threshold
+        if self.floor_index:
+            under = tf.gather(stats, self.floor_index, axis=1) < self.floor_value[None, :]
+            image_ood = tf.logical_or(image_ood, tf.reduce_any(under, axis=1))
         feature_ood = ood > self.feature_threshold
         if self.uncertain_below.size == 1:
             low = top < float(self.uncertain_below[0])

@@ -24,7 +24,7 @@ from edge_infer.image.spec import PreprocessSpec
 
 from .acquisition import RANGES, Ranges, random_acquisition
 from .dataset import CLASSES, default_data_root, read_manifest, run_manifest, select
-from .image_guard import ImageStatsGuard
+from .image_guard import FLOOR_PERCENTILE, ImageStatsGuard
 from .model import FEATURES_LAYER
 
 GUARDS_FILE = "guards.json"
@@ -113,7 +113,7 @@ def fit_guards(
     f_te = mahalanobis_score(fte.astype(np.float32), means, whiten)
     feature_threshold = float(np.percentile(f_va, percentile))
     image_guard = ImageStatsGuard.fit(str_, sva, percentile)
-    i_va, i_te = image_guard.scores(sva), image_guard.scores(ste)
+    score_over_va = image_guard.scores(sva) > image_guard.threshold
 
     def rate(mask: np.ndarray) -> float:
         return float(mask.mean())
@@ -121,15 +121,15 @@ def fit_guards(
     rule = f"{percentile}th percentile of validation" + (
         f" (clean + {n_copies} acquisition-shifted views)" if n_copies else ""
     )
+    if image_guard.floors:
+        rule += f"; floors at the {FLOOR_PERCENTILE}th percentile of the same"
+    g_va, g_te = image_guard.flagged(sva), image_guard.flagged(ste)
     summary = {
         "val_clean_flagged_features": rate(f_va[:nva] > feature_threshold),
-        "val_clean_flagged_image": rate(i_va[:nva] > image_guard.threshold),
-        "val_clean_flagged_either": rate(
-            (f_va[:nva] > feature_threshold) | (i_va[:nva] > image_guard.threshold)
-        ),
-        "test_clean_flagged_either": rate(
-            (f_te > feature_threshold) | (i_te > image_guard.threshold)
-        ),
+        "val_clean_flagged_image": rate(g_va[:nva]),
+        "val_clean_flagged_image_floors_only": rate(g_va[:nva] & ~score_over_va[:nva]),
+        "val_clean_flagged_either": rate((f_va[:nva] > feature_threshold) | g_va[:nva]),
+        "test_clean_flagged_either": rate((f_te > feature_threshold) | g_te),
     }
     guards = {
         "feature_threshold": feature_threshold,

@@ -4,12 +4,21 @@ the ONNX graph as constants; the runtime never recomputes it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
 
+from edge_infer.metadata import IMAGE_FLOORS
+
 from .graph_guards import STAT_NAMES
+
+#: statistics with a floor, and the validation percentile it sits at: half-resolution sharpness,
+#: which separates a blur far past the trained focus range (a defocus of 6 px sigma) that the
+#: nearest-neighbour score let through for model 3.0, while the trained focus range and 2x zoom
+#: stay above it (measured on validation)
+FLOOR_STATS = ("log_laplacian_var_half",)
+FLOOR_PERCENTILE = 0.5
 
 
 @dataclass(frozen=True)
@@ -26,6 +35,16 @@ class ImageStatsGuard:
     whiten: np.ndarray
     reference: np.ndarray  # whitened statistics of the training images
     threshold: float
+    #: lower bounds of some statistics (by name): below one, flagged whatever the score
+    floors: dict[str, float] = field(default_factory=dict)
+
+    def flagged(self, stats: np.ndarray) -> np.ndarray:
+        """The guard's rule (the graph's and edge_infer.metadata.Guards.image_out_of_range):
+        the score over the threshold, or a statistic under its floor."""
+        out = self.scores(stats) > self.threshold
+        for name, floor in self.floors.items():
+            out |= stats[:, STAT_NAMES.index(name)] < floor
+        return out
 
     @cached_property
     def _reference_sq(self) -> np.ndarray:
@@ -46,6 +65,7 @@ class ImageStatsGuard:
             "whiten": [[round(float(v), 6) for v in row] for row in self.whiten],
             "reference": [[round(float(v), 4) for v in row] for row in self.reference],
             "threshold": self.threshold,
+            IMAGE_FLOORS: {k: round(float(v), 6) for k, v in self.floors.items()},
             # per-statistic spread of the training images, for people (check-site's "why")
             "median": [round(float(v), 6) for v in np.median(self.raw_reference, axis=0)],
             "iqr": [
@@ -68,6 +88,7 @@ class ImageStatsGuard:
             np.asarray(d["whiten"], np.float64),
             np.asarray(d["reference"], np.float64),
             float(d["threshold"]),
+            {k: float(v) for k, v in (d.get(IMAGE_FLOORS) or {}).items()},
         )
 
     @classmethod
@@ -77,8 +98,11 @@ class ImageStatsGuard:
         val_stats: np.ndarray,
         percentile: float,
         shrinkage: float = 0.01,
+        floor_stats: tuple[str, ...] = FLOOR_STATS,
+        floor_percentile: float = FLOOR_PERCENTILE,
     ) -> ImageStatsGuard:
-        """Whitening and reference set from train; threshold at a percentile of validation."""
+        """Whitening and reference set from train; threshold at a percentile of validation, each
+        floor at a low percentile of validation."""
         mean = train_stats.mean(0)
         cov = np.cov(train_stats - mean, rowvar=False)
         cov += shrinkage * np.trace(cov) / len(cov) * np.eye(len(cov))
@@ -87,4 +111,8 @@ class ImageStatsGuard:
         reference = np.round((train_stats - mean) @ whiten, 4)
         guard = cls(mean, whiten, reference, 0.0)
         threshold = float(np.percentile(guard.scores(val_stats), percentile))
-        return cls(mean, whiten, reference, threshold)
+        floors = {
+            name: float(np.percentile(val_stats[:, STAT_NAMES.index(name)], floor_percentile))
+            for name in floor_stats
+        }
+        return cls(mean, whiten, reference, threshold, floors)
