@@ -843,6 +843,8 @@ def archive(sources, out, model, address, workers, cpus_per_worker, batch_size, 
     it stopped. Exit 0 if every input was classified, 1 if some could not be, 130 if
     interrupted. Needs the ray extra: pip install "edge-infer[ray]"."""
     try:
+        import ray  # noqa: F401  (the extra: checked here, so its absence is one line)
+
         from .archive.run import ArchiveOptions, run_archive
         from .archive.store import ArchiveError
         from .result import Status

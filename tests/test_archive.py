@@ -21,7 +21,11 @@ from tests.test_archive_block import png_bomb
 pa = require_extra("pyarrow", "ray")
 import pyarrow.dataset as pads  # noqa: E402
 
-VERSION_DIR = "model=all-pbs-cnn-3.0"
+
+def version_dir() -> str:
+    from edge_infer.model import OnnxModel
+
+    return f"model={OnnxModel(threads=1).meta.version}"
 
 
 def archive_cmd(*args, address: str) -> list[str]:
@@ -62,7 +66,7 @@ def spread(data: Path, per_class: int, offset: int = 0) -> list[Path]:
 
 
 def part_files(out: Path) -> list[Path]:
-    return sorted(out.glob(f"{VERSION_DIR}/part-*.parquet"))
+    return sorted(out.glob(f"{version_dir()}/part-*.parquet"))
 
 
 def test_rows_equal_classify_and_bad_files_are_rows(ray_address, data, tmp_path) -> None:
@@ -273,3 +277,21 @@ def test_an_s3_source_and_sink(ray_address, s3_server, data, tmp_path, monkeypat
     )
     assert "none new" in again.stderr, again.stderr[-3000:]
     assert len(rows("smears/results", filesystem=fs)) == len(got)
+
+
+def test_without_the_extra_the_command_says_how_to_get_it(tmp_path) -> None:
+    shadow = tmp_path / "no-ray" / "ray"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError(\"No module named 'ray'\")\n")
+    env = {**RAY_ENV, "PYTHONPATH": f"{shadow.parent}{os.pathsep}{ROOT}"}
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_infer.cli", "archive", str(tmp_path), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
+    assert r.returncode == 1
+    want = "Error: archive needs the ray extra (No module named 'ray'): "
+    assert r.stderr.strip().splitlines() == [want + 'pip install "edge-infer[ray]"']
