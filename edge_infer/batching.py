@@ -40,6 +40,9 @@ class Batching:
 
     _pool: ThreadPoolExecutor | None
     _pool_lock: threading.Lock
+    #: the CPUs this classifier may use, where the process's own affinity says more than it
+    #: has (an actor given one CPU of a machine's several); None: the usable CPUs
+    cpus: int | None = None
 
     def _schedule(
         self, items: Iterator[tuple[str, Image]], batch_size: int, tta: bool | None
@@ -49,7 +52,7 @@ class Batching:
         if self.batches_side_by_side:
             yield from self._side_by_side(items, batch_size, tta)
             return
-        if self.workers < 2 and usable_cpus() < 2:  # one core: nothing to overlap
+        if self.workers < 2 and (self.cpus or usable_cpus()) < 2:  # one core: nothing to overlap
             for chunk in _chunks(items, batch_size):
                 yield from self._run_chunk(chunk, tta)
             return

@@ -295,3 +295,22 @@ def test_without_the_extra_the_command_says_how_to_get_it(tmp_path) -> None:
     assert r.returncode == 1
     want = "Error: archive needs the ray extra (No module named 'ray'): "
     assert r.stderr.strip().splitlines() == [want + 'pip install "edge-infer[ray]"']
+
+
+def test_a_new_model_writes_beside_the_old(ray_address, tiny_onnx, data, tmp_path) -> None:
+    from edge_infer.model import OnnxModel
+
+    images = spread(data, 2)
+    listing = tmp_path / "inputs.txt"
+    listing.write_text("\n".join(map(str, images)))
+    out = tmp_path / "out"
+    assert run_archive(listing, "--out", out, address=ray_address).returncode == 0
+    r = run_archive(listing, "--out", out, "--model", tiny_onnx, address=ray_address)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "0 already in the output" in r.stderr  # the other model's rows do not count
+    tiny = OnnxModel(tiny_onnx, threads=1)
+    got = rows(out)
+    assert {r["model"] for r in got} == {version_dir()[len("model=") :], tiny.meta.version}
+    assert len(got) == 2 * len(images)
+    mine = [r for r in got if r["model"] == tiny.meta.version]
+    assert {r["model_sha256"] for r in mine} == {tiny.sha256}

@@ -71,10 +71,18 @@ def now_utc() -> str:
 class SmearClassifier:
     """One model per actor; `__call__` classifies a batch of `{"bytes", "path"}` rows."""
 
-    def __init__(self, model: str | Path | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        threads: int | None = None,
+        batch_size: int = DEFAULT_BATCH,
+    ) -> None:
         threads = threads or assigned_cpus()
-        # one batch at a time per actor: its onnxruntime call gets every CPU of the actor
+        # one batch at a time per actor: its onnxruntime call gets every CPU of the actor, and
+        # with one CPU nothing decodes ahead (it would only take the CPU from the network)
         self.clf = Classifier(model, threads=threads, workers=1)
+        self.clf.cpus = threads
+        self.batch_size = batch_size
         self.model_sha256 = self.clf.model.sha256
         self.fields = (*flat_fields(self.clf.classes), *ARCHIVE_FIELDS)
 
@@ -91,7 +99,7 @@ class SmearClassifier:
         now = now_utc()
         if digests is None:
             digests = [hashlib.sha256(b).hexdigest() for b in blobs]
-        outcomes = self.clf.iter_predict(blobs, batch_size=DEFAULT_BATCH, names=paths)
+        outcomes = self.clf.iter_predict(blobs, batch_size=self.batch_size, names=paths)
         rows = []
         for blob, digest, outcome in zip(blobs, digests, outcomes, strict=True):
             row = self.row(outcome, now)

@@ -32,6 +32,9 @@ from .worker import ALREADY_DONE, KNOWN, SOURCE, ArchiveWorker, printable_path
 #: a small run is cut into BLOCKS_PER_WORKER blocks per worker so that every worker gets some
 BLOCK_ROWS = 256
 BLOCKS_PER_WORKER = 4
+#: rows per call of a worker (its network batches are --batch-size): Ray's cost per call is
+#: spread over more images, and reads of one call run side by side
+ROWS_PER_CALL = 64
 #: environment the workers need to reach an S3-compatible store (passed to every worker)
 FORWARDED_ENV_PREFIXES = ("AWS_",)
 #: seconds between progress lines
@@ -219,8 +222,12 @@ def _classify(
         rows = max(1, min(BLOCK_ROWS, math.ceil(len(todo) / (BLOCKS_PER_WORKER * summary.workers))))
         ds = ray.data.from_arrow(list(_blocks(todo, rows))).map_batches(
             ArchiveWorker,
-            fn_constructor_kwargs={**model, "threads": opts.cpus_per_worker},
-            batch_size=opts.batch_size,
+            fn_constructor_kwargs={
+                **model,
+                "threads": opts.cpus_per_worker,
+                "batch_size": opts.batch_size,
+            },
+            batch_size=ROWS_PER_CALL,
             batch_format="numpy",
             compute=ActorPoolStrategy(size=summary.workers),
             num_cpus=opts.cpus_per_worker,

@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from ..batching import DEFAULT_BATCH
 from ..errors import ImageError, ModelError
 from ..image.preprocess import opencv_single_threaded
 from ..result import PATH, STATUS, Failure
@@ -55,15 +56,16 @@ class ArchiveWorker(SmearClassifier):
         model_path: str | None = None,
         model_bytes: bytes | None = None,
         threads: int | None = None,
+        batch_size: int = DEFAULT_BATCH,
     ) -> None:
         if model_bytes is None:
-            super().__init__(model_path, threads)
+            super().__init__(model_path, threads, batch_size)
         else:
             fd, path = tempfile.mkstemp(prefix="edge-infer-model-", suffix=".onnx")
             with os.fdopen(fd, "wb") as fh:
                 fh.write(model_bytes)
             try:
-                super().__init__(path, threads)
+                super().__init__(path, threads, batch_size)
             finally:
                 os.unlink(path)  # the session holds the model; the file is not needed again
         if self.model_sha256 != model_sha256:
