@@ -4,7 +4,8 @@ against `edge-infer classify` on one core, in paired rounds of the same images.
     python benchmarks/archive.py --images ../shared/data/all-pbs/Original [--n 3000] [--rounds 2]
 
 Each round runs, in an order that alternates between rounds: classify pinned to CPU 0
-(`taskset -c 0`) over N images and over one (its start-up, subtracted); archive with
+(`taskset -c 0`) over N inputs (the folder's images, then copies of them under other names
+where N is larger) and over one (its start-up, subtracted); archive with
 `--workers 1`; archive with `--workers 2` (each a fresh process and a fresh local Ray with the
 machine's usable CPUs, writing to a fresh folder). The steady rate of an archive run is the slope
 of inputs done against time over the blocks of results after each worker's first (so Ray's
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -129,8 +131,16 @@ def main() -> None:
     if not args.images:
         ap.error("--images is required")
     files = sorted(str(p.resolve()) for p in Path(args.images).rglob("*.jpg"))
-    files = files[:: max(1, len(files) // args.n)][: args.n]
-    listing = Path(tempfile.mkdtemp(prefix="archive-bench-")) / "inputs.txt"
+    work = Path(tempfile.mkdtemp(prefix="archive-bench-"))
+    copy = 0
+    while len(files) < args.n:  # more inputs than images: copies under other names
+        copy += 1
+        (work / f"copy{copy}").mkdir()
+        for i, f in enumerate(files[: args.n - len(files)]):
+            shutil.copyfile(f, work / f"copy{copy}" / f"{i}.jpg")
+        files += sorted(str(p) for p in (work / f"copy{copy}").iterdir())
+    files = files[: args.n]
+    listing = work / "inputs.txt"
     listing.write_text("\n".join(files))
     rounds = []
     for r in range(args.rounds):
