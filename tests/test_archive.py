@@ -151,18 +151,25 @@ def _assert_once(out: Path, inputs: list[str]) -> None:
     assert set(paths) == set(inputs), f"{len(set(inputs) - set(paths))} inputs have no row"
 
 
-def test_the_driver_killed_mid_run_loses_and_doubles_nothing(ray_address, data, tmp_path) -> None:
+def _start_long_run(data: Path, tmp_path: Path, address: str):
+    """900 inputs, a file committed every block: (inputs, list file, output, the driver)."""
     inputs = _inputs(data, 900)
     listing = tmp_path / "inputs.txt"
     listing.write_text("\n".join(inputs))
     out = tmp_path / "out"
     driver = subprocess.Popen(
-        archive_cmd(listing, "--out", out, "--rows-per-file", "40", address=ray_address),
+        archive_cmd(listing, "--out", out, "--rows-per-file", "40", address=address),
         cwd=ROOT,
         env=RAY_ENV,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    return inputs, listing, out, driver
+
+
+def test_the_driver_killed_mid_run_loses_and_doubles_nothing(ray_address, data, tmp_path) -> None:
+    inputs, listing, out, driver = _start_long_run(data, tmp_path, ray_address)
     try:
         wait_for(lambda: len(part_files(out)) >= 2 or driver.poll() is not None, timeout=300)
         assert driver.poll() is None, "the run ended before it could be killed"
@@ -185,18 +192,7 @@ def _worker_pids() -> list[int]:
 
 
 def test_a_worker_killed_mid_run_loses_and_doubles_nothing(ray_address, data, tmp_path) -> None:
-    inputs = _inputs(data, 900)
-    listing = tmp_path / "inputs.txt"
-    listing.write_text("\n".join(inputs))
-    out = tmp_path / "out"
-    driver = subprocess.Popen(
-        archive_cmd(listing, "--out", out, "--rows-per-file", "40", address=ray_address),
-        cwd=ROOT,
-        env=RAY_ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    inputs, _, out, driver = _start_long_run(data, tmp_path, ray_address)
     try:
         wait_for(lambda: len(part_files(out)) >= 1 or driver.poll() is not None, timeout=300)
         pids = _worker_pids()

@@ -1,4 +1,5 @@
-"""The archive command's parts that need no model and no Ray: what a run lists, and the
+"""The archive command's parts that need no model and no Ray (but pyarrow, the ray extra: so not in
+tests/unit, which also runs on the bare runtime): what a run lists, and the
 output store (types, nulls, what counts as done, one run per local output)."""
 
 from __future__ import annotations
