@@ -27,6 +27,7 @@ import tensorflow as tf
 from keras import layers
 
 from edge_infer.result import DECISION, REASON_CODES, STATUS_CODES, Reason
+from edge_infer.site.stats import STAIN_SAT_MIN
 
 #: the statistics, in the order of the `image_stats` output: colour (CIE Lab means and spreads),
 #: the stain's hue and share, sharpness at two scales. (Opponent colours, linear in RGB and so
@@ -44,8 +45,10 @@ STAT_NAMES = (
     "log_laplacian_var",
     "log_laplacian_var_half",
 )
-#: a pixel counts as stained (the image statistics) at HSV saturation >= this (0-255)
-STAIN_SAT_MIN = 50.0
+#: a pixel counts as stained at HSV saturation >= STAIN_SAT_MIN (0-255: the runtime's site
+#: statistics' number, edge_infer.site.stats). Unlike the site statistics, the graph bounds
+#: neither hue nor value: re-bounding it changes every image statistic the guard was fitted on,
+#: so it waits for a re-fit with a reason of its own.
 #: linear RGB -> XYZ relative to the D65 white (columns: X/Xn, Y, Z/Zn)
 _RGB_TO_XYZ_N = (
     np.array(
@@ -147,7 +150,7 @@ def image_statistics(x: tf.Tensor, split=None, hsv=None) -> tf.Tensor:
     lab_mean = tf.reduce_mean(lab, axis=2)
     lab_var = tf.reduce_mean(lab * lab, axis=2) - tf.square(lab_mean)
     h, s, _ = hsv
-    stained = tf.cast(s >= STAIN_SAT_MIN, tf.float32)
+    stained = tf.cast(s >= float(STAIN_SAT_MIN), tf.float32)
     n_stained = tf.reduce_sum(stained, axis=[1, 2])
     hue_mean = tf.reduce_sum(h * stained, axis=[1, 2]) / tf.maximum(n_stained, 1.0)
     # grey levels rounded to integers, as an 8-bit camera image would have them (the rounding
