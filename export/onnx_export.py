@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import keras
@@ -210,9 +211,23 @@ def metadata_for(
             "manifest_sha256": metrics["manifest_sha256"],
             "versions": metrics["versions"],
             "git_commit": metrics.get("git_commit", "unknown"),
-            "command": metrics.get("command", ""),
+            "command": portable_command(metrics.get("command", "")),
         },
     )
+
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def portable_command(command: str) -> str:
+    """The training command with absolute paths made relative to the project: the metadata
+    travels with the model (and the server shows it), the build machine's folders do not."""
+    words = []
+    for word in command.split(" "):
+        if word.startswith("/"):
+            word = os.path.relpath(word, PROJECT_ROOT)
+        words.append(word)
+    return " ".join(words)
 
 
 def write_metadata(proto: onnx.ModelProto, meta: ModelMetadata) -> None:
