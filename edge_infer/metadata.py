@@ -26,6 +26,21 @@ INPUT_NAME = "image"
 PROBABILITIES = "probabilities"
 OOD_SCORE = "ood_score"
 IMAGE_STATS = "image_stats"
+#: the columns of the `image_stats` output, in order (train.graph_guards computes them), and the
+#: family each belongs to (check-site says which one made an image unlike the training images):
+#: colour (CIE Lab means and spreads), the stain's hue and share, sharpness at two scales
+IMAGE_STAT_FAMILIES = {
+    "L_mean": "colour",
+    "a_mean": "colour",
+    "b_mean": "colour",
+    "L_std": "colour",
+    "a_std": "colour",
+    "b_std": "colour",
+    "stain_hue_mean": "stain",
+    "stain_share": "stain",
+    "log_laplacian_var": "sharpness",
+    "log_laplacian_var_half": "sharpness",
+}
 IMAGE_SCORE = "image_score"
 CELL_FRACTION = "cell_fraction"
 STATUS_CODE = "status_code"

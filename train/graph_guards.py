@@ -26,25 +26,15 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from edge_infer.metadata import IMAGE_STAT_FAMILIES
 from edge_infer.result import DECISION, REASON_CODES, STATUS_CODES, Reason
 from edge_infer.site.stats import STAIN_SAT_MIN
 
-#: the statistics, in the order of the `image_stats` output: colour (CIE Lab means and spreads),
-#: the stain's hue and share, sharpness at two scales. (Opponent colours, linear in RGB and so
-#: cheaper, were tried: re-fitted, they flagged 48% of images defocused by sigma 6 instead of
-#: 90%, silent errors 0.9% -> 3.2%.)
-STAT_NAMES = (
-    "L_mean",
-    "a_mean",
-    "b_mean",
-    "L_std",
-    "a_std",
-    "b_std",
-    "stain_hue_mean",
-    "stain_share",
-    "log_laplacian_var",
-    "log_laplacian_var_half",
-)
+#: the statistics, in the order of the `image_stats` output (named once, in the runtime:
+#: edge_infer.metadata.IMAGE_STAT_FAMILIES). (Opponent colours, linear in RGB and so cheaper, were
+#: tried: re-fitted, they flagged 48% of images defocused by sigma 6 instead of 90%, silent errors
+#: 0.9% -> 3.2%.)
+STAT_NAMES = tuple(IMAGE_STAT_FAMILIES)
 #: a pixel counts as stained at HSV saturation >= STAIN_SAT_MIN (0-255: the runtime's site
 #: statistics' number, edge_infer.site.stats). Unlike the site statistics, the graph bounds
 #: neither hue nor value: re-bounding it changes every image statistic the guard was fitted on,

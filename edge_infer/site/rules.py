@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..io.writers import printable
+from ..metadata import IMAGE_STAT_FAMILIES
 from ..result import HEADLINE, LABEL, NOT_RECOGNISED, PATH, STATUS, Outcome, Status
 from .stats import SiteStat, quantile
 
@@ -36,18 +37,7 @@ SMALL_CLASS_N = 30
 Z99 = 2.576
 Z95 = 1.96
 #: which guard-statistic family a not-recognised image's image-statistics score came from
-GUARD_FAMILY = {
-    "L_mean": "colour",
-    "a_mean": "colour",
-    "b_mean": "colour",
-    "L_std": "colour",
-    "a_std": "colour",
-    "b_std": "colour",
-    "stain_hue_mean": "stain",
-    "stain_share": "stain",
-    "log_laplacian_var": "sharpness",
-    "log_laplacian_var_half": "sharpness",
-}
+GUARD_FAMILY = IMAGE_STAT_FAMILIES
 
 
 class Verdict(str, Enum):
