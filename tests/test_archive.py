@@ -152,19 +152,20 @@ def _assert_once(out: Path, inputs: list[str]) -> None:
 
 
 def _start_long_run(data: Path, tmp_path: Path, address: str):
-    """900 inputs, a file committed every block: (inputs, list file, output, the driver)."""
+    """900 inputs, a file committed every block: (inputs, list file, output, the driver); the
+    driver's stderr goes to tmp_path/driver.log (a pipe nobody reads could fill and stall it)."""
     inputs = _inputs(data, 900)
     listing = tmp_path / "inputs.txt"
     listing.write_text("\n".join(inputs))
     out = tmp_path / "out"
-    driver = subprocess.Popen(
-        archive_cmd(listing, "--out", out, "--rows-per-file", "40", address=address),
-        cwd=ROOT,
-        env=RAY_ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    with open(tmp_path / "driver.log", "w") as log:
+        driver = subprocess.Popen(
+            archive_cmd(listing, "--out", out, "--rows-per-file", "40", address=address),
+            cwd=ROOT,
+            env=RAY_ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     return inputs, listing, out, driver
 
 
@@ -198,11 +199,11 @@ def test_a_worker_killed_mid_run_loses_and_doubles_nothing(ray_address, data, tm
         pids = _worker_pids()
         assert pids and driver.poll() is None, "no worker to kill"
         os.kill(pids[0], signal.SIGKILL)
-        _, err = driver.communicate(timeout=600)
+        driver.wait(timeout=600)
     finally:
         if driver.poll() is None:
             driver.kill()
-    assert driver.returncode == 0, err[-3000:]
+    assert driver.returncode == 0, (tmp_path / "driver.log").read_text()[-3000:]
     _assert_once(out, inputs)
 
 
