@@ -812,8 +812,9 @@ def check_site_command(folder, labelled, report, json_path, model, threads) -> N
 @click.option(
     "--address",
     default=None,
-    metavar="ray://HOST:PORT|auto",
-    help="Run on this Ray cluster (default: a local Ray with this machine's usable CPUs).",
+    metavar="ADDRESS",
+    help="Run on this Ray cluster: HOST:6379 (its head), ray://HOST:10001 (Ray Client) or auto "
+    "(the cluster this machine is part of). Default: a local Ray with the usable CPUs.",
 )
 @click.option(
     "--workers",
