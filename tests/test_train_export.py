@@ -250,3 +250,12 @@ def test_a_class_threshold_is_applied_by_the_graph(tiny_run, data, tmp_path):
         assert (STATUS_CODES[int(status[i])], REASON_CODES[int(reason[i])]) == (s, r)
         compared += 1
     assert compared >= 5
+
+
+def test_the_metadata_names_no_folder_of_the_build_machine() -> None:
+    from export.onnx_export import PROJECT_ROOT, portable_command
+
+    cmd = f"python -m train --recipe recipes/r.toml --out {PROJECT_ROOT}/runs/x --data /srv/data"
+    got = portable_command(cmd)
+    assert got.startswith("python -m train --recipe recipes/r.toml --out runs/x --data ")
+    assert str(PROJECT_ROOT) not in got and " /" not in got
