@@ -28,18 +28,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+from low_power import peak_rss_kb  # benchmarks/ is on the path of a script run from it
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def vm_kb(pid: int, key: str = "VmHWM:") -> int:
+def vm_kb(pid: int) -> int:
+    """Peak RSS (low_power.peak_rss_kb), 0 for a process that has just ended."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key):
-                return int(line.split()[1])
+        return peak_rss_kb(pid)
     except OSError:
-        pass
-    return 0
+        return 0
 
 
 def worker_pids() -> list[int]:

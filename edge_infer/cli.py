@@ -835,7 +835,8 @@ def check_site_command(folder, labelled, report, json_path, model, threads) -> N
     type=click.IntRange(1),
     default=5000,
     show_default=True,
-    help="Rows per Parquet file (one is also written every 30 s: a crash loses at most that).",
+    help="Rows per Parquet file (one is also written with the first results 30 s after the last "
+    "file: a crash loses only what came since).",
 )
 def archive(sources, out, model, address, workers, cpus_per_worker, batch_size, rows_per_file):
     """Classify an archive on Ray: SOURCES are folders (walked to the bottom), globs, list
