@@ -8,14 +8,18 @@
 // Everything comes from the model file: its metadata (read here from the ONNX protobuf) says
 // how to prepare the input; the graph computes the probabilities, both out-of-distribution
 // guards and the decision (status_code, reason_code, label_index, decoded with the metadata's
-// codes). This program only decodes the image, resizes it (OpenCV's area interpolation) and
-// applies the white-patch normalisation the metadata describes.
+// codes). This program decodes the image, resizes it (OpenCV's area interpolation), applies
+// the white-patch normalisation the metadata describes and, for a model with a scale rule,
+// reads the image's scale from its red cells (scale.mjs): an image of several fields is read as
+// tiles at the training scale with one answer, a close-up is not recognised (reason
+// "magnification"), as `edge-infer classify` does.
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import ort from "onnxruntime-node";
-import jpeg from "jpeg-js";
+import decodeJpeg, { init as initJpeg } from "@jsquash/jpeg/decode.js";
 import { PNG } from "pngjs";
+import { combine, magnification, plan, pyRound, resizeArea, tiles } from "./scale.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const DEFAULT_MODEL = path.join(HERE, "..", "..", "models", "all_pbs_cnn.onnx");
@@ -78,64 +82,44 @@ export function modelMetadata(file) {
 }
 
 // ---------------------------------------------------------------- decoding
-function decode(file) {
+// JPEG: libjpeg-turbo (MozJPEG's decoder, compiled to WebAssembly) at its default settings,
+// as OpenCV decodes: the same pixels as edge-infer (pure-JS decoders differ by a grey level
+// here and there, enough to change an answer near a threshold)
+let jpegReady;
+async function readJpeg(data) {
+  jpegReady ??= (async () => {
+    const wasm = new URL(import.meta.resolve("@jsquash/jpeg/codec/dec/mozjpeg_dec.wasm"));
+    await initJpeg(await WebAssembly.compile(fs.readFileSync(wasm)));
+  })();
+  await jpegReady;
+  // preserveOrientation: the EXIF orientation applied, as OpenCV's imdecode does
+  return decodeJpeg(data, { preserveOrientation: true });
+}
+
+async function decode(file) {
   const data = fs.readFileSync(file);
-  if (data[0] === 0x89 && data[1] === 0x50) {
-    const png = PNG.sync.read(data);
-    return { width: png.width, height: png.height, rgba: png.data };
-  }
-  if (data[0] === 0xff && data[1] === 0xd8) {
-    const img = jpeg.decode(data, { useTArray: true, formatAsRGBA: true });
-    return { width: img.width, height: img.height, rgba: img.data };
-  }
-  throw new Error("not a PNG or JPEG image");
+  let img;
+  if (data[0] === 0x89 && data[1] === 0x50) img = PNG.sync.read(data);
+  else if (data[0] === 0xff && data[1] === 0xd8) img = await readJpeg(data);
+  else throw new Error("not a PNG or JPEG image");
+  const n = img.width * img.height;
+  const rgb = new Uint8Array(n * 3);
+  for (let i = 0; i < n; i++) rgb.set(img.data.subarray(i * 4, i * 4 + 3), i * 3);
+  return reduceToWorkingSize({ width: img.width, height: img.height, data: rgb }); // RGB
 }
 
-// ---------------------------------------------------------------- OpenCV INTER_AREA
-function areaTable(ssize, dsize) {
-  // for each destination pixel: the source pixels it covers and their weights
-  const scale = ssize / dsize;
-  const tab = [];
-  for (let d = 0; d < dsize; d++) {
-    const f1 = d * scale;
-    const f2 = f1 + scale;
-    const cell = Math.min(scale, ssize - f1);
-    let s2 = Math.min(Math.floor(f2), ssize - 1);
-    const s1 = Math.min(Math.ceil(f1), s2);
-    if (s1 - f1 > 1e-3) tab.push([d, s1 - 1, Math.fround((s1 - f1) / cell)]);
-    for (let s = s1; s < s2; s++) tab.push([d, s, Math.fround(1.0 / cell)]);
-    if (f2 - s2 > 1e-3) tab.push([d, s2, Math.fround(Math.min(Math.min(f2 - s2, 1.0), cell) / cell)]);
-  }
-  return tab;
-}
+//: a larger image is reduced (area averaging) right after decoding, as edge_infer does
+//: (edge_infer.image.decode.MAX_WORKING_SIDE): the network reads 160 px, the checks need no more
+const MAX_WORKING_SIDE = 1024;
+const MIN_SIDE = 32;
 
-function resizeArea(img, size) {
-  // 8-bit RGB out of RGBA in, float accumulation as OpenCV does, rounded half to even
-  const { width, height, rgba } = img;
-  const out = new Uint8Array(size * size * 3);
-  const xtab = areaTable(width, size);
-  const ytab = areaTable(height, size);
-  for (let c = 0; c < 3; c++) {
-    let k = 0;
-    for (let dy = 0; dy < size; dy++) {
-      const sum = new Float32Array(size);
-      while (k < ytab.length && ytab[k][0] === dy) {
-        const [, sy, beta] = ytab[k++];
-        const buf = new Float32Array(size);
-        for (const [dx, sx, alpha] of xtab) {
-          buf[dx] = Math.fround(buf[dx] + Math.fround(rgba[(sy * width + sx) * 4 + c] * alpha));
-        }
-        for (let dx = 0; dx < size; dx++) sum[dx] = Math.fround(sum[dx] + Math.fround(beta * buf[dx]));
-      }
-      for (let dx = 0; dx < size; dx++) {
-        const v = sum[dx];
-        const r = Math.round(v);
-        const even = Math.abs(v - Math.trunc(v)) === 0.5 && r % 2 !== 0 ? r - 1 : r;
-        out[(dy * size + dx) * 3 + c] = Math.max(0, Math.min(255, even));
-      }
-    }
-  }
-  return out;
+function reduceToWorkingSize(img) {
+  const long = Math.max(img.width, img.height);
+  if (long <= MAX_WORKING_SIDE) return img;
+  const f = MAX_WORKING_SIDE / long;
+  const w = Math.max(MIN_SIDE, pyRound(img.width * f));
+  const h = Math.max(MIN_SIDE, pyRound(img.height * f));
+  return resizeArea(img, w, h);
 }
 
 // ---------------------------------------------------------------- white patch
@@ -160,63 +144,119 @@ function whitePatch(rgb, spec) {
   return out;
 }
 
-export function prepare(file, spec) {
-  const small = resizeArea(decode(file), spec.input_size);
-  const rgb = spec.normalise === "white_patch" ? whitePatch(small, spec) : small;
+function normalise(rgb, spec) {
+  return spec.normalise === "white_patch" ? whitePatch(rgb, spec) : rgb;
+}
+
+function toTensor(rgb, spec) {
   const scale = Math.fround(spec.scale);
   const x = new Float32Array(rgb.length);
   for (let i = 0; i < rgb.length; i++) x[i] = rgb[i] * scale;
   return x; // RGB, HWC
 }
 
+/** The network input(s) of one image: { inputs: [Float32Array], plan, magnification, boxes }.
+ * Without a scale rule, or at the training scale, one input: the image whole. */
+export async function prepare(file, spec) {
+  const img = await decode(file);
+  const size = spec.input_size;
+  const small = normalise(resizeArea(img, size, size).data, spec);
+  const whole = { inputs: [toTensor(small, spec)], plan: "whole", magnification: null };
+  if (!((spec.cell_diameter_share ?? 0) > 0)) return whole;
+  const m = magnification(img, { width: size, height: size, data: small }, spec);
+  const p = plan(m, spec, img.width, img.height);
+  if (p === "whole") return whole;
+  if (p === "refuse") return { ...whole, plan: p, magnification: m };
+  const cut = tiles(img, m, spec);
+  return {
+    inputs: cut.map((t) => toTensor(normalise(t.field.data, spec), spec)),
+    plan: p,
+    magnification: m,
+    boxes: cut.map((t) => t.box),
+  };
+}
+
 // ---------------------------------------------------------------- classify
 const round = (v, d) => Math.round(v * 10 ** d) / 10 ** d;
+const verdictOf = (a) =>
+  a.status === "ok" ? a.label : a.status === "out_of_distribution" ? "not_recognised" : a.status;
+
+/** The graph's answers for a batch of inputs, decoded with the metadata's codes. */
+async function answer(session, meta, inputs) {
+  const size = meta.preprocess.input_size;
+  const batch = new Float32Array(inputs.length * size * size * 3);
+  inputs.forEach((x, i) => batch.set(x, i * x.length));
+  const x = new ort.Tensor("float32", batch, [inputs.length, size, size, 3]);
+  const out = await session.run({ [meta.input.name]: x });
+  const classes = meta.classes.map((c) => c.name);
+  const codes = meta.guards.codes;
+  return inputs.map((_, i) => {
+    const probs = Array.from(out.probabilities.data.slice(i * classes.length, (i + 1) * classes.length));
+    const k = Number(out.label_index.data[i]);
+    const status = codes.status_code[Number(out.status_code.data[i])];
+    return {
+      status,
+      label: status === "out_of_distribution" ? null : classes[k],
+      raw_label: classes[k],
+      confidence: probs[k],
+      reason: codes.reason_code[Number(out.reason_code.data[i])],
+      probabilities: Object.fromEntries(classes.map((c, j) => [c, probs[j]])),
+      ood_score: Number(out.ood_score.data[i]),
+      image_score: Number(out.image_score.data[i]),
+    };
+  });
+}
+
+function record(file, a, meta) {
+  const rec = {
+    path: file,
+    verdict: verdictOf(a),
+    status: a.status,
+    label: a.label,
+    raw_label: a.raw_label,
+    confidence: round(a.confidence, 6),
+    reason: a.reason,
+    probabilities: Object.fromEntries(Object.entries(a.probabilities).map(([c, p]) => [c, round(p, 6)])),
+    ood_score: round(a.ood_score, 4),
+    image_score: round(a.image_score, 4),
+    model: meta.version,
+  };
+  if (a.magnification !== undefined) {
+    // JSON has no infinity: cells too large (or small) to measure have no figure
+    rec.magnification = Number.isFinite(a.magnification) ? round(a.magnification, 3) : null;
+  }
+  if (a.tiles) {
+    rec.tiles = a.tiles.map((t) => ({
+      box: t.box,
+      verdict: verdictOf(t.answer),
+      confidence: round(t.answer.confidence, 6),
+      reason: t.answer.reason,
+    }));
+  }
+  return rec;
+}
 
 export async function classify(files, modelPath = DEFAULT_MODEL) {
   const meta = modelMetadata(modelPath);
   const spec = meta.preprocess;
   const session = await ort.InferenceSession.create(modelPath, { intraOpNumThreads: 1 });
-  const size = spec.input_size;
-  const classes = meta.classes.map((c) => c.name);
-  const codes = meta.guards.codes;
   const records = [];
-  // edge_infer.image.scale (reading the image's scale from its red cells, tiles, refusing
-  // close-ups) is not ported here: with a model that has a scale rule, this example's answers
-  // hold only for images at the training magnification, and every record says so
-  const scaleRule = (spec.cell_diameter_share ?? 0) > 0;
-  if (scaleRule) {
-    console.error(
-      "note: this model reads each image's scale (edge_infer.image.scale); this example does " +
-        "not: use it only on images taken at the training magnification (100x oil, one field)",
-    );
-  }
   for (const file of files) {
-    let out;
+    let a;
     try {
-      const x = new ort.Tensor("float32", prepare(file, spec), [1, size, size, 3]);
-      out = await session.run({ [meta.input.name]: x });
+      const p = await prepare(file, spec);
+      const answers = await answer(session, meta, p.inputs);
+      if (p.plan === "whole") a = answers[0];
+      else if (p.plan === "refuse") {
+        // less than one training field: the graph's answer is not to be used
+        a = { ...answers[0], status: "out_of_distribution", label: null, reason: "magnification" };
+        a.magnification = p.magnification;
+      } else a = combine(answers, p.boxes, p.magnification, meta.classes);
     } catch (err) {
       records.push({ path: file, verdict: "error", status: "error", label: null, error: String(err.message || err) });
       continue;
     }
-    const probs = Array.from(out.probabilities.data);
-    const k = Number(out.label_index.data[0]);
-    const status = codes.status_code[Number(out.status_code.data[0])];
-    const label = status === "out_of_distribution" ? null : classes[k];
-    records.push({
-      path: file,
-      verdict: status === "ok" ? classes[k] : status === "out_of_distribution" ? "not_recognised" : status,
-      status,
-      label,
-      raw_label: classes[k],
-      confidence: round(probs[k], 6),
-      reason: codes.reason_code[Number(out.reason_code.data[0])],
-      probabilities: Object.fromEntries(classes.map((c, i) => [c, round(probs[i], 6)])),
-      ood_score: round(Number(out.ood_score.data[0]), 4),
-      image_score: round(Number(out.image_score.data[0]), 4),
-      model: meta.version,
-      ...(scaleRule ? { scale_rule: "not applied by this example" } : {}),
-    });
+    records.push(record(file, a, meta));
   }
   return records;
 }
