@@ -18,7 +18,7 @@ import numpy as np
 from .batching import DEFAULT_BATCH, Batching
 from .errors import EdgeInferError, ImageError, ModelError
 from .image import scale
-from .image.decode import as_bgr_array, load_image
+from .image.decode import as_bgr_array, load_image, saved_size
 from .image.preprocess import dihedral, field_to_input, resize_to_input, to_tensor
 from .metadata import (
     CAM,
@@ -259,13 +259,17 @@ class Classifier(Batching):
         given; for a model with a scale rule, an image at another scale is refused or cut into
         tiles instead (edge_infer.image.scale.plan)."""
         spec = self.meta.preprocess
+        saved = saved_size(img)
+        img = np.asarray(img)
         small = resize_to_input(img, spec)
         if not spec.cell_diameter_share:
             return to_tensor(small, spec, out)
         m = scale.magnification(img, small, spec)
         plan = scale.plan(m, spec, img.shape)
         if plan is scale.Plan.TILES:
-            return scale.tiles(img, m, spec, lambda field, row: field_to_input(field, spec, row))
+            return scale.tiles(
+                img, m, spec, lambda field, row: field_to_input(field, spec, row), saved
+            )
         row = to_tensor(small, spec, out)
         return Refused(row, m) if plan is scale.Plan.REFUSE else row
 

@@ -122,6 +122,9 @@ def test_the_cli_reads_a_full_frame_as_tiles_and_refuses_a_close_up(tmp_path, fi
     assert out.returncode == 0, out.stderr
     recs = {Path(r["path"]).name: r for r in map(json.loads, out.stdout.splitlines())}
     assert recs["frame.png"]["tiles"] and recs["frame.png"]["magnification"] < 0.55
+    # the boxes are in the frame's own pixels (the decoder read a copy reduced to 1024 px)
+    boxes = [t["box"] for t in recs["frame.png"]["tiles"]]
+    assert max(x + w for x, _, w, _ in boxes) == 2592 and max(y + h for _, y, _, h in boxes) == 1944
     assert recs["close.png"]["reason"] == "magnification"
     assert recs["close.png"]["verdict"] == "not_recognised"
     csv = run_cli("classify", str(tmp_path), "--format", "csv")

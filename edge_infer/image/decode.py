@@ -50,6 +50,30 @@ MAX_WORKING_SIDE = 1024
 ImageSource = str | Path | bytes | bytearray | memoryview
 
 
+class Decoded(np.ndarray):
+    """A decoded 8-bit BGR image that remembers its size as saved, (height, width): an image
+    over MAX_WORKING_SIDE is reduced right after decoding, and what the runtime reports in the
+    image's own pixels (a tile's box) is given in the file's pixels with it. Arrays made from
+    it (slices, results of operations) do not carry the size."""
+
+    saved_size: tuple[int, int] | None = None
+
+    def __array_finalize__(self, obj: object) -> None:
+        self.saved_size = None
+
+
+def saved_size(img: np.ndarray) -> tuple[int, int]:
+    """(height, width) of the image as saved, before any reduction to the working size."""
+    size = getattr(img, "saved_size", None)
+    return size if size is not None else (int(img.shape[0]), int(img.shape[1]))
+
+
+def _decoded(img: np.ndarray, saved: tuple[int, ...]) -> Decoded:
+    out = img.view(Decoded)
+    out.saved_size = (int(saved[0]), int(saved[1]))
+    return out
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -198,7 +222,7 @@ def decode_image(data: bytes | bytearray | memoryview, name: str = "<bytes>") ->
     if img is None or img.size == 0:
         raise ImageError(name, "not a readable image (unknown format or corrupt data)")
     check_size(img, name)
-    return _to_bgr_uint8(reduce_to_working_size(img), name)
+    return _decoded(_to_bgr_uint8(reduce_to_working_size(img), name), img.shape)
 
 
 _RESIZABLE = (np.uint8, np.uint16, np.float32, np.float64)
@@ -234,4 +258,4 @@ def as_bgr_array(image: np.ndarray, name: str = "<array>") -> np.ndarray:
     if image.dtype == np.bool_ or image.dtype.kind not in "uif":
         raise ImageError(name, f"unsupported pixel type {image.dtype}")
     check_size(image, name)
-    return _to_bgr_uint8(reduce_to_working_size(image), name)
+    return _decoded(_to_bgr_uint8(reduce_to_working_size(image), name), image.shape)

@@ -193,7 +193,8 @@ class Tiles:
     magnification: float
     #: (n, size, size, 3) float32 network inputs
     inputs: np.ndarray
-    #: each tile's (x, y, width, height) in the image's own pixels
+    #: each tile's (x, y, width, height) in the image's own pixels, as saved (before the
+    #: decoder's reduction of a large image to the working size)
     boxes: tuple[tuple[int, int, int, int], ...]
 
 
@@ -221,10 +222,17 @@ def tile_boxes(shape: tuple[int, ...], m: float, size: int) -> list[tuple[int, i
     ]
 
 
-def tiles(bgr: np.ndarray, m: float, spec: PreprocessSpec, prepare_field) -> Tiles:
+def tiles(
+    bgr: np.ndarray,
+    m: float,
+    spec: PreprocessSpec,
+    prepare_field,
+    saved: tuple[int, int] | None = None,
+) -> Tiles:
     """The image resampled to the training scale and cut into training fields, each made a
     network input by `prepare_field(field_bgr, out)` (the runtime's own preprocessing of a
-    field already at the network's size)."""
+    field already at the network's size). `saved`: the image's (height, width) as saved, when
+    `bgr` was reduced from it, for the boxes."""
     size = spec.input_size
     rh, rw = _resampled_shape(bgr.shape, m, size)
     shrinking = rh * rw < bgr.shape[0] * bgr.shape[1]
@@ -232,7 +240,8 @@ def tiles(bgr: np.ndarray, m: float, spec: PreprocessSpec, prepare_field) -> Til
     resampled = cv2.resize(bgr, (rw, rh), interpolation=interpolation)
     boxes = tile_boxes(bgr.shape, m, size)
     inputs = np.empty((len(boxes), size, size, 3), np.float32)
-    back_y, back_x = bgr.shape[0] / rh, bgr.shape[1] / rw
+    saved_h, saved_w = saved or bgr.shape[:2]
+    back_y, back_x = saved_h / rh, saved_w / rw
     originals = []
     for i, (x, y, bw, bh) in enumerate(boxes):
         field = resampled[y : y + bh, x : x + bw]

@@ -105,7 +105,9 @@ async function decode(file) {
   const n = img.width * img.height;
   const rgb = new Uint8Array(n * 3);
   for (let i = 0; i < n; i++) rgb.set(img.data.subarray(i * 4, i * 4 + 3), i * 3);
-  return reduceToWorkingSize({ width: img.width, height: img.height, data: rgb }); // RGB
+  // RGB; `saved`: [height, width] as saved, for the tiles' boxes
+  const saved = [img.height, img.width];
+  return { ...reduceToWorkingSize({ width: img.width, height: img.height, data: rgb }), saved };
 }
 
 //: a larger image is reduced (area averaging) right after decoding, as edge_infer does
@@ -167,7 +169,7 @@ export async function prepare(file, spec) {
   const p = plan(m, spec, img.width, img.height);
   if (p === "whole") return whole;
   if (p === "refuse") return { ...whole, plan: p, magnification: m };
-  const cut = tiles(img, m, spec);
+  const cut = tiles(img, m, spec, img.saved);
   return {
     inputs: cut.map((t) => toTensor(normalise(t.field.data, spec), spec)),
     plan: p,

@@ -282,8 +282,9 @@ export function plan(m, spec, width, height) {
 }
 
 /** The image resampled to the training scale and cut into training fields: each field (RGB,
- * input size, its edge repeated where the image is shorter) and its box in the image's pixels. */
-export function tiles(full, m, spec) {
+ * input size, its edge repeated where the image is shorter) and its box in the image's pixels
+ * as saved (`saved`: [height, width] before the reduction to the working size, if any). */
+export function tiles(full, m, spec, saved = [full.height, full.width]) {
   const size = spec.input_size;
   const [rh, rw] = resampledShape(full.width, full.height, m, size);
   const shrinking = rh * rw < full.width * full.height;
@@ -292,8 +293,8 @@ export function tiles(full, m, spec) {
     throw new Error(`interpolation ${spec.interpolation} is not ported to this example`);
   }
   const resampled = linear ? resizeLinear(full, rw, rh) : resizeArea(full, rw, rh);
-  const backY = full.height / rh;
-  const backX = full.width / rw;
+  const backY = saved[0] / rh;
+  const backX = saved[1] / rw;
   return tileBoxes(full.width, full.height, m, size).map(([x, y, bw, bh]) => ({
     field: padReplicate(crop(resampled, x, y, bw, bh), size),
     box: [pyRound(x * backX), pyRound(y * backY), pyRound(bw * backX), pyRound(bh * backY)],

@@ -159,3 +159,26 @@ def test_the_refined_reading_spreads_its_fields_over_the_frame() -> None:
     assert len(picked) == scale.READ_FIELDS and picked[0] == 0 and picked[-1] == 3000 - 160
     assert picked == sorted(set(picked))
     assert scale._spread([0, 50], 8) == [0, 50]
+
+
+def test_boxes_are_in_the_pixels_of_the_image_as_saved() -> None:
+    """A frame over the working side is reduced at decoding; its tiles' boxes still cover the
+    frame as saved, not the reduced copy the network read."""
+    import cv2
+
+    from edge_infer.image.decode import MAX_WORKING_SIDE, decode_image, saved_size
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (1944, 2592, 3), dtype=np.uint8)
+    img = decode_image(cv2.imencode(".png", frame)[1].tobytes(), "frame.png")
+    assert max(img.shape[:2]) == MAX_WORKING_SIDE
+    assert saved_size(img) == (1944, 2592)
+    assert saved_size(img[:100]) == (100, img.shape[1])  # a crop is its own image
+    assert saved_size(np.zeros((50, 60, 3), np.uint8)) == (50, 60)
+    t = scale.tiles(
+        np.asarray(img), 0.3, SPEC, lambda f, row: field_to_input(f, SPEC, row), saved_size(img)
+    )
+    assert max(x + w for x, _, w, _ in t.boxes) == 2592
+    assert max(y + h for _, y, _, h in t.boxes) == 1944
+    same = scale.tiles(np.asarray(img), 0.3, SPEC, lambda f, row: field_to_input(f, SPEC, row))
+    assert max(x + w for x, _, w, _ in same.boxes) == img.shape[1]
