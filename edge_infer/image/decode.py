@@ -61,6 +61,15 @@ class Decoded(np.ndarray):
     def __array_finalize__(self, obj: object) -> None:
         self.saved_size = None
 
+    # pickled with its size (an image handed to another process keeps it)
+    def __reduce__(self):
+        cls, args, state = super().__reduce__()
+        return cls, args, (state, self.saved_size)
+
+    def __setstate__(self, state) -> None:
+        base, self.saved_size = state
+        super().__setstate__(base)
+
 
 def saved_size(img: np.ndarray) -> tuple[int, int]:
     """(height, width) of the image as saved, before any reduction to the working size."""

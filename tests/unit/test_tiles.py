@@ -182,3 +182,16 @@ def test_boxes_are_in_the_pixels_of_the_image_as_saved() -> None:
     assert max(y + h for _, y, _, h in t.boxes) == 1944
     same = scale.tiles(np.asarray(img), 0.3, SPEC, lambda f, row: field_to_input(f, SPEC, row))
     assert max(x + w for x, _, w, _ in same.boxes) == img.shape[1]
+
+
+def test_a_decoded_image_keeps_its_saved_size_through_pickle() -> None:
+    import pickle
+
+    import cv2
+
+    from edge_infer.image.decode import decode_image, saved_size
+
+    frame = np.full((1500, 1200, 3), 200, np.uint8)
+    img = decode_image(cv2.imencode(".png", frame)[1].tobytes(), "frame.png")
+    copy = pickle.loads(pickle.dumps(img))
+    assert saved_size(copy) == (1500, 1200) and np.array_equal(copy, img)
