@@ -6,6 +6,12 @@ hue), the residual is the mean absolute difference, in grey levels at the networ
 between N(S(x)) and N(x): 0 means the normalisation undoes the change completely. The spread
 kept is the mean per-image standard deviation after N, relative to before: a normalisation that
 flattens images (loses contrast between cells and background) scores low. Runtime only.
+
+`clipping`: why a brighter lamp in 8-bit values is the hard case. The share of pixels at 255
+per channel (clean and lamp x1.15 / x1.25), and how much the white-patch-normalised darker
+levels (10th-50th percentile per channel) vary between clean images (5th-95th percentile over
+images, relative to the median): once the bright background is burnt out, those levels are
+all that could say how bright the lamp was, so their spread bounds any such estimate.
 Writes reports/normalisation_probe.json.
 """
 
@@ -80,6 +86,37 @@ def small(img: np.ndarray) -> np.ndarray:
     return cv2.resize(img, (160, 160), interpolation=cv2.INTER_AREA)
 
 
+def clipping(images: list[np.ndarray]) -> dict:
+    """The burnt-out background under a brighter lamp, and the spread of what is left."""
+    saturated = {
+        name: np.median([(fn(x) == 255).mean(axis=(0, 1)) for x in images], axis=0)
+        for name, fn in (
+            ("clean", none),
+            ("lamp x1.15", lambda x: A.brightness(x, 1.15)),
+            ("lamp x1.25", lambda x: A.brightness(x, 1.25)),
+        )
+    }
+    normalised = [white_patch(x) for x in images]
+    spread = {}
+    for q in (10, 25, 50):
+        levels = np.array([np.percentile(n.reshape(-1, 3), q, axis=0) for n in normalised])
+        med = np.median(levels, axis=0)
+        spread[f"p{q}"] = {
+            ch: [
+                round(float(np.percentile(levels[:, i], 5) / med[i]), 3),
+                round(float(np.percentile(levels[:, i], 95) / med[i]), 3),
+            ]
+            for i, ch in enumerate("BGR")
+        }
+    return {
+        "median_share_at_255": {
+            k: {ch: round(float(v[i]), 3) for i, ch in enumerate("BGR")}
+            for k, v in saturated.items()
+        },
+        "normalised_level_5_95_relative": spread,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m train.normalisation_probe", description=__doc__)
     ap.add_argument("--data", type=Path, default=default_data_root())
@@ -127,6 +164,8 @@ def main(argv: list[str] | None = None) -> dict:
             "residual_grey_levels": {k: round(v, 2) for k, v in residual.items()},
         }
         print(name, json.dumps(out["candidates"][name]), flush=True)
+    out["clipping"] = clipping(images)
+    print("clipping", json.dumps(out["clipping"]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
     return out
