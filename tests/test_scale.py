@@ -167,3 +167,18 @@ def test_the_reading_follows_the_zoom_on_real_fields(clf, data) -> None:
         finite = [v for v in r if math.isfinite(v) and v > 0]
         assert len(finite) >= 0.75 * len(r), (zoom, r)
         assert float(np.median(finite)) == pytest.approx(1.0, abs=0.2), (zoom, finite)
+
+
+def test_boxes_are_in_the_frames_pixels_whichever_way_it_arrives(clf, fields) -> None:
+    """A 5 MP frame given as a path, as encoded bytes or as the decoded image (what serve
+    hands on): the tiles' boxes cover the frame as saved, 2592 x 1944."""
+    from edge_infer.image.decode import load_image
+
+    wide = cv2.resize(mosaic(fields, 6), (2592, 1944), interpolation=cv2.INTER_AREA)
+    data = cv2.imencode(".jpg", wide, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    for given in (data, load_image(data, "frame.jpg"), wide):
+        p = clf.predict(given, name="frame.jpg")
+        assert p.tiles is not None
+        boxes = [b for b, _ in p.tiles]
+        assert max(x + w for x, _, w, _ in boxes) == 2592
+        assert max(y + h for _, y, _, h in boxes) == 1944

@@ -267,4 +267,5 @@ def as_bgr_array(image: np.ndarray, name: str = "<array>") -> np.ndarray:
     if image.dtype == np.bool_ or image.dtype.kind not in "uif":
         raise ImageError(name, f"unsupported pixel type {image.dtype}")
     check_size(image, name)
-    return _decoded(_to_bgr_uint8(reduce_to_working_size(image), name), image.shape)
+    # an image decoded here already (a Decoded) keeps the size it was saved at
+    return _decoded(_to_bgr_uint8(reduce_to_working_size(image), name), saved_size(image))

@@ -175,6 +175,9 @@ def test_boxes_are_in_the_pixels_of_the_image_as_saved() -> None:
     assert saved_size(img) == (1944, 2592)
     assert saved_size(img[:100]) == (100, img.shape[1])  # a crop is its own image
     assert saved_size(np.zeros((50, 60, 3), np.uint8)) == (50, 60)
+    from edge_infer.image.decode import as_bgr_array
+
+    assert saved_size(as_bgr_array(img)) == (1944, 2592)  # handed on as an array (serve)
     t = scale.tiles(
         np.asarray(img), 0.3, SPEC, lambda f, row: field_to_input(f, SPEC, row), saved_size(img)
     )
