@@ -86,7 +86,9 @@ def headline(
     if status is Status.OK:
         return str(display_label)
     if status is Status.UNCERTAIN:
-        return f"Uncertain ({display_label}?): {REVIEW}"
+        # a frame read as tiles whose fields disagree says so: the review looks at every field
+        why = f"{MESSAGES[reason]}; " if reason is Reason.FIELDS_DISAGREE else ""
+        return f"Uncertain ({display_label}?): {why}{REVIEW}"
     if status is Status.OUT_OF_DISTRIBUTION:
         return f"Not recognised: {MESSAGES[reason] if reason else ''}; {DO_NOT_USE}"
     return f"Could not classify: {error}"
@@ -161,6 +163,8 @@ def table_line(rec: Mapping[str, Any], printable=str, path_width: int = 0) -> st
         return f"{path}  {rec[VERDICT]:<{VERDICT_WIDTH}}  {'-':>5}  {printable(rec[HEADLINE])}"
     conf = "-" if rec[LABEL] is None else f"{rec[CONFIDENCE]:.3f}"
     note = "" if rec[STATUS] == Status.OK.value else printable(rec[HEADLINE])
+    if rec.get(TILES):  # read as tiles: say how many, so the answer is read as theirs
+        note = f"read as {len(rec[TILES])} tiles" + (f"; {note}" if note else "")
     return f"{path}  {rec[VERDICT]:<{VERDICT_WIDTH}}  {conf:>5}  {note}".rstrip()
 
 

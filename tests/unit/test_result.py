@@ -57,6 +57,26 @@ def test_uncertain_headlines_the_uncertainty_with_the_label():
     assert rec["verdict"] == "uncertain" and rec["label"] == "Pro" and p.uncertain
 
 
+def test_fields_that_disagree_say_so_and_the_table_says_how_many_tiles():
+    import dataclasses
+
+    from edge_infer.result import table_line
+
+    tile = prediction(Status.OK, None)
+    p = dataclasses.replace(
+        prediction(Status.UNCERTAIN, Reason.FIELDS_DISAGREE),
+        magnification=0.4,
+        tiles=(((0, 0, 90, 90), tile), ((60, 0, 90, 90), tile)),
+    )
+    rec = p.to_record()
+    assert "do not agree" in rec["headline"] and rec["headline"].endswith("specialist")
+    line = table_line(rec)
+    assert "read as 2 tiles; Uncertain (Pro-B ALL?)" in line
+    ok = dataclasses.replace(tile, magnification=0.4, tiles=p.tiles).to_record()
+    assert table_line(ok).endswith("0.940  read as 2 tiles")
+    assert "tiles" not in table_line(tile.to_record())
+
+
 @pytest.mark.parametrize("reason", [Reason.NO_CELL, Reason.IMAGE, Reason.FEATURES])
 def test_not_recognised_never_headlines_a_class(reason):
     p = prediction(Status.OUT_OF_DISTRIBUTION, reason)
