@@ -122,6 +122,32 @@ def test_not_recognised_upload_headlines_not_recognised(browser, page_url, tmp_p
     browser.save_screenshot(str(SHOTS / "not-recognised.png"))
 
 
+def test_a_frame_read_as_tiles_opens_on_its_tiles(browser, page_url, data, tmp_path):
+    """A 5 MP camera frame of 36 fields: the page shows the one answer (the API's), and opens
+    its picture on the tiles, each outlined in its answer's colour; the segmentation is one
+    click away."""
+    from selenium.webdriver.common.by import By
+
+    fields = [cv2.imread(str(p)) for p in sorted((data / "Original" / "Pro").glob("*.jpg"))[:36]]
+    six = np.vstack([np.hstack(fields[r * 6 : (r + 1) * 6]) for r in range(6)])
+    path = tmp_path / "frame.jpg"
+    cv2.imwrite(str(path), cv2.resize(six, (2592, 1944), interpolation=cv2.INTER_AREA))
+    want = Classifier().predict(path)
+    assert want.tiles is not None
+    headline = _upload(browser, page_url, path)
+    assert headline.text == want.headline
+    overlay = browser.find_element(By.CSS_SELECTOR, "[data-testid=overlay]")
+    assert overlay.get_attribute("alt") == "tiles"
+    assert overlay.get_attribute("naturalWidth") == "1024"  # the frame as the runtime read it
+    toggle = browser.find_element(By.CSS_SELECTOR, "[data-testid=tiles-toggle]")
+    assert f"{len(want.tiles)} tiles" in toggle.get_attribute("textContent")
+    assert not toggle.is_displayed()  # the view shown has no button of its own
+    browser.save_screenshot(str(SHOTS / "frame-tiles.png"))
+    browser.find_element(By.CSS_SELECTOR, "[data-testid=segmentation-toggle]").click()
+    assert overlay.get_attribute("alt") == "segmentation overlay"
+    assert toggle.is_displayed()
+
+
 def test_another_site_in_the_browser_cannot_use_the_server(browser, page_url, tmp_path):
     """A page from another origin (another port) POSTs an image to the server the way a
     malicious web page would (no-cors, a "simple" request the browser sends without asking):

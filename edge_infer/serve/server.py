@@ -40,8 +40,9 @@ import cv2
 
 from ..classifier import Classifier
 from ..errors import ImageError
-from ..image.decode import load_image
+from ..image.decode import load_image, saved_size
 from ..image.segment import cam_overlay, explain_overlay
+from ..image.tile_map import tiles_overlay
 from ..io.writers import printable
 from ..result import ERROR, HEADLINE, LABEL, STATUS, Failure, Status, vocabulary
 from .http import BadRequest, extract_upload, host_of, is_loopback
@@ -361,6 +362,11 @@ class Handler(BaseHTTPRequestHandler):
                 )
             if want_cam and pred.cam is not None:  # a model exported with its CAM
                 record["cam_png"] = png_data_url(cam_overlay(bgr, pred.cam))
+            if want_overlay and pred.tiles:  # read as tiles: each tile in its answer's colour
+                meta = self.classifier.meta
+                record["tiles_png"] = png_data_url(
+                    tiles_overlay(bgr, pred.tiles, saved_size(bgr), meta.is_malignant)
+                )
         self.counters.add("classified")
         self._json(200, record)
 

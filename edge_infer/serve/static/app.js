@@ -58,22 +58,38 @@ function render(card, file, rec) {
   panel.append(bars);
   const SEGMENTATION = "green: colour-threshold segmentation; orange: all stained cells";
   const CAM = "where the model looked (red: what drove the answer most)";
-  const overlay = el("img", { src: rec.overlay_png, alt: "segmentation overlay",
-                              "data-testid": "overlay" });
-  const caption = el("figcaption", {}, SEGMENTATION);
-  const figure = el("figure", {}, overlay, caption);
-  if (rec.cam_png) {  // a model exported with its class activation map: a toggle
-    const toggle = el("button", { type: "button", "data-testid": "cam-toggle" },
-                      "Show where the model looked");
-    toggle.addEventListener("click", () => {
-      const showCam = overlay.getAttribute("src") !== rec.cam_png;
-      overlay.setAttribute("src", showCam ? rec.cam_png : rec.overlay_png);
-      overlay.setAttribute("alt", showCam ? "class activation map" : "segmentation overlay");
-      caption.textContent = showCam ? CAM : SEGMENTATION;
-      toggle.textContent = showCam ? "Show the segmentation" : "Show where the model looked";
-    });
-    figure.append(toggle);
+  const TILES = "each tile the model read, outlined in its answer's colour: red malignant, " +
+    "green Benign, amber uncertain, grey not recognised (no outline: no stained cell)";
+  // the pictures of this result, one shown at a time: an image read as tiles opens on its tiles
+  const views = [{ src: rec.overlay_png, alt: "segmentation overlay", caption: SEGMENTATION,
+                   button: "Show the segmentation", testid: "segmentation-toggle" }];
+  if (rec.cam_png) {  // a model exported with its class activation map
+    views.push({ src: rec.cam_png, alt: "class activation map", caption: CAM,
+                 button: "Show where the model looked", testid: "cam-toggle" });
   }
+  if (rec.tiles_png) {
+    views.push({ src: rec.tiles_png, alt: "tiles", caption: TILES,
+                 button: `Show the ${rec.tiles.length} tiles`, testid: "tiles-toggle" });
+  }
+  const overlay = el("img", { "data-testid": "overlay" });
+  const caption = el("figcaption", {});
+  const figure = el("figure", {}, overlay, caption);
+  const buttons = [];
+  const show = (view) => {
+    overlay.setAttribute("src", view.src);
+    overlay.setAttribute("alt", view.alt);
+    caption.textContent = view.caption;
+    for (const b of buttons) b.hidden = b.dataset.testid === view.testid;
+  };
+  if (views.length > 1) {
+    for (const view of views) {
+      const b = el("button", { type: "button", "data-testid": view.testid }, view.button);
+      b.addEventListener("click", () => show(view));
+      buttons.push(b);
+      figure.append(b);
+    }
+  }
+  show(views[views.length - 1].alt === "tiles" ? views[views.length - 1] : views[0]);
   card.append(el("div", { class: "row" },
     el("figure", {}, el("img", { src: rec.image_png, alt: "uploaded image" }),
        el("figcaption", {}, "image")),
