@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -23,7 +25,7 @@ from edge_infer.metadata import (
     ModelMetadata,
 )
 from edge_infer.result import STATUS_CODES, Status
-from tests.conftest import train_tiny
+from tests.conftest import ENV, ROOT, train_tiny
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -169,6 +171,45 @@ def test_acquisition_recipe_trains_and_fits_the_guards_on_shifted_views(data, tm
     guards = json.loads((out / "guards.json").read_text())
     assert guards["acquisition_views"] == 2 and "acquisition-shifted" in guards["feature_rule"]
     assert len(guards["image_stats"]["stats"]) == len(guards["image_stats"]["median"]) == 10
+
+
+TINY = ("--width", "0.25", "--limit", "4", "--batch-size", "8", "--seed", "3")
+
+
+def test_a_consistency_run_killed_mid_training_resumes_and_saves_the_network(data, tmp_path):
+    """`--consistency` (train.consistency) on real images: killed with SIGKILL after its first
+    epoch, the same command resumes from the checkpoint instead of starting again, and the run
+    saves the functional network itself (what export reads), not the trainer around it."""
+    import keras
+
+    from train.model import LOGITS_LAYER
+
+    out = tmp_path / "cons"
+    cmd = [
+        sys.executable, "-m", "train", "--data", str(data), "--out", str(out), "--epochs", "3",
+        "--acquisition", "--consistency", "1", *TINY,
+    ]  # fmt: skip
+    first = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, text=True)
+    for line in first.stdout:
+        if line.startswith("epoch   1/3"):
+            first.kill()
+            break
+    first.wait(timeout=60)
+    first.stdout.close()
+    assert (out / "backup").is_dir(), "no checkpoint after the first epoch"
+    again = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    epochs = [ln.split()[1] for ln in again.stdout.splitlines() if ln.startswith("epoch ")]
+    assert epochs and epochs[0] != "1/3" and epochs[-1] == "3/3", epochs
+    with open(out / "epochs.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted({int(r["epoch"]) for r in rows}) == [0, 1, 2] and "consistency" in rows[0]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["training"]["consistency"] == 1.0 and m["recipe"]["consistency"] == 1.0
+    assert m["manifest"] == "splits/manifest.csv"  # not the build machine's folder
+    net = keras.models.load_model(out / "model.keras")
+    assert isinstance(net, keras.Model) and net.get_layer(LOGITS_LAYER) is not None
+    assert type(net).__name__ == "Functional" and not (out / "backup").exists()
 
 
 def test_the_graphs_decision_equals_decide_on_every_combination():

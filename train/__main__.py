@@ -97,6 +97,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="validate and keep an exponential moving average of the weights (momentum 0.99)",
     )
     ap.add_argument(
+        "--consistency",
+        type=float,
+        default=0.0,
+        help="weight of a Jensen-Shannon consistency loss between a clean and an acquired view "
+        "of each training image (train.consistency; needs --acquisition; 0: off)",
+    )
+    ap.add_argument(
         "--class-weight",
         choices=("none", "balanced"),
         default="none",
@@ -131,7 +138,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     first, _ = ap.parse_known_args(argv)
     if first.recipe is not None:
         ap.set_defaults(**read_recipe(first.recipe, ap))
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.consistency < 0:
+        ap.error("--consistency must be >= 0")
+    if args.consistency and not args.acquisition:
+        ap.error("--consistency compares a clean and an acquired view: it needs --acquisition")
+    if args.consistency and args.class_weight != "none":
+        ap.error("--consistency does not weight classes: use --class-weight none")
+    return args
 
 
 def acquisition_ranges(args: argparse.Namespace):
@@ -143,6 +157,17 @@ def acquisition_ranges(args: argparse.Namespace):
         brightness=tuple(args.lamp),
         linear_light=args.linear_light,
     )
+
+
+def repo_relative(path: Path) -> str:
+    """A path inside the repository as written from its root (what metrics.json records, so
+    it does not name the build machine's folders); other paths as given."""
+    from .dataset import PROJECT_ROOT
+
+    try:
+        return Path(path).resolve().relative_to(PROJECT_ROOT.resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _git_commit() -> str:
@@ -217,6 +242,7 @@ def make_datasets(args: argparse.Namespace, spec, splits):
         acquisition=args.acquisition,
         acquisition_p=args.acquisition_p,
         ranges=acquisition_ranges(args),
+        paired=args.consistency > 0,
     )
     ds_va = make_dataset(xva, yva, spec, 64, False)
     ds_select = ds_va
@@ -230,9 +256,12 @@ def make_datasets(args: argparse.Namespace, spec, splits):
 
 
 def compile_model(args: argparse.Namespace, n_train: int, n_classes: int):
-    """The CNN under the chosen tf.distribute strategy, AdamW with warm-up + cosine decay."""
+    """The CNN under the chosen tf.distribute strategy, AdamW with warm-up + cosine decay.
+    With --consistency, the model to fit is a train.consistency.ConsistencyTrainer around the
+    CNN (`.net`): the functional network is what is saved and exported."""
     import keras
 
+    from .consistency import ConsistencyTrainer
     from .model import build_model
 
     steps = args.epochs * int(np.ceil(n_train / args.batch_size))
@@ -240,6 +269,8 @@ def compile_model(args: argparse.Namespace, n_train: int, n_classes: int):
         model = build_model(args.input_size, n_classes, width=args.width)
         if args.init_weights is not None:
             model.load_weights(args.init_weights)
+        if args.consistency:
+            model = ConsistencyTrainer(model, args.consistency)
         schedule = keras.optimizers.schedules.CosineDecay(
             args.lr * 0.1, steps, warmup_target=args.lr, warmup_steps=max(1, steps // 20)
         )
@@ -363,11 +394,12 @@ def main(argv: list[str] | None = None) -> dict:
     command = "python -m train " + " ".join(sys.argv[1:] if argv is None else argv)
     recipe = write_resolved(args, out, command)
     ds_tr, ds_select, ds_va, ds_te = make_datasets(args, spec, splits)
-    model = compile_model(args, len(xtr), len(CLASSES))
+    trainee = compile_model(args, len(xtr), len(CLASSES))
+    model = getattr(trainee, "net", trainee)
     n_params = model.count_params()
     print(f"model: {n_params} parameters, {count_flops(model) / 1e6:.1f} M MACs/image", flush=True)
     weights = class_weights(args.class_weight, ytr, len(CLASSES))
-    history, best_epoch, train_seconds = fit(args, model, ds_tr, ds_select, weights)
+    history, best_epoch, train_seconds = fit(args, trainee, ds_tr, ds_select, weights)
     write_history(history, best_epoch, out)
     model.save(out / "model.keras")
 
@@ -435,6 +467,7 @@ def main(argv: list[str] | None = None) -> dict:
             "init_weights": str(args.init_weights) if args.init_weights else None,
             "class_weight": args.class_weight,
             "ema": args.ema,
+            "consistency": args.consistency,
             "limit": args.limit,
             "strategy": args.strategy,
             "cpu_count": os.cpu_count(),
@@ -443,7 +476,7 @@ def main(argv: list[str] | None = None) -> dict:
         "recipe": recipe,
         "recipe_file": RECIPE_FILE,
         "classes": list(CLASSES),
-        "manifest": str(args.manifest),
+        "manifest": repo_relative(args.manifest),
         "manifest_sha256": manifest_hash(args.manifest),
         "versions": library_versions(),
         "git_commit": _git_commit(),

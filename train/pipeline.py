@@ -59,6 +59,21 @@ def acquired_prepared(
     return prepare(random_acquisition(img, rng, ranges, p=p), spec)
 
 
+def paired_prepared(
+    img: np.ndarray,
+    seed: np.ndarray,
+    spec: PreprocessSpec,
+    p: float = 0.5,
+    ranges: Ranges = RANGES,
+) -> np.ndarray:
+    """Two views of one decoded image for the consistency loss (train.consistency), stacked:
+    a clean one (only turned and flipped: no photometric change, no magnification) and a
+    random acquisition, both through edge_infer's preprocessing."""
+    rng = np.random.default_rng([int(v) & 0x7FFFFFFF for v in np.ravel(seed)])
+    clean = prepare(random_acquisition(img, rng, ranges, p=0.0), spec)
+    return np.stack([clean, prepare(random_acquisition(img, rng, ranges, p=p), spec)])
+
+
 def make_dataset(
     paths: Sequence[Path],
     labels: Sequence[int],
@@ -71,16 +86,29 @@ def make_dataset(
     shifted_seed: int | None = None,
     acquisition_p: float = 0.5,
     ranges: Ranges = RANGES,
+    paired: bool = False,
 ) -> tf.data.Dataset:
     """Batches of (network input, label).
 
     `acquisition`: decoded images are cached and every epoch sees a new random acquisition
     (train.acquisition, within `ranges`) before edge_infer's preprocessing. `shifted_seed`: a
     fixed acquisition per image (the same every epoch, within `ranges`), for validating
-    robustness."""
+    robustness. `paired` (training with acquisition): batches of ((clean, acquired), label),
+    two views of each image (`paired_prepared`)."""
+    if paired and not (acquisition and training):
+        raise ValueError("paired views are for training with the acquisition augmentation")
     if acquisition or shifted_seed is not None:
         return _acquisition_dataset(
-            paths, labels, spec, batch_size, training, seed, shifted_seed, acquisition_p, ranges
+            paths,
+            labels,
+            spec,
+            batch_size,
+            training,
+            seed,
+            shifted_seed,
+            acquisition_p,
+            ranges,
+            paired,
         )
     size = spec.input_size
     ds = _from_paths(paths, labels, lambda p: load_prepared(p, spec), tf.float32, (size, size, 3))
@@ -110,7 +138,16 @@ def _from_paths(paths, labels, load, dtype, shape) -> tf.data.Dataset:
 
 
 def _acquisition_dataset(
-    paths, labels, spec, batch_size, training, seed, shifted_seed, change_p=0.5, ranges=RANGES
+    paths,
+    labels,
+    spec,
+    batch_size,
+    training,
+    seed,
+    shifted_seed,
+    change_p=0.5,
+    ranges=RANGES,
+    paired=False,
 ):
     size = spec.input_size
     ds = _from_paths(paths, labels, load_image, tf.uint8, (None, None, 3))
@@ -120,6 +157,15 @@ def _acquisition_dataset(
     else:
         base = int(shifted_seed or 0) * 1_000_003
         seeds = tf.data.Dataset.range(base, base + len(paths)).map(lambda i: tf.stack([i, i]))
+
+    def _pair(xy, s):
+        x = tf.numpy_function(
+            lambda img, sd: paired_prepared(img, sd, spec, change_p, ranges),
+            [xy[0], s],
+            tf.float32,
+        )
+        x.set_shape((2, size, size, 3))
+        return (x[0], x[1]), xy[1]
 
     def _acquire(xy, s):
         x = tf.numpy_function(
@@ -131,7 +177,7 @@ def _acquisition_dataset(
         return x, xy[1]
 
     ds = tf.data.Dataset.zip((ds, seeds)).map(
-        _acquire, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        _pair if paired else _acquire, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
     if not training:
         ds = ds.cache()
