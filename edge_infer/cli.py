@@ -260,6 +260,7 @@ def classify(
 ) -> None:
     """Classify image files and folders. Exit 0 if every input was classified, 1 if some failed
     or the results could not be written."""
+    from .image.tile_map import picture_cam
     from .result import Failure
 
     cases = _case_definition(with_cases, case_map, case_pattern)
@@ -307,7 +308,7 @@ def classify(
                 if cases is not None:
                     kept.append({k: record[k] for k in CASE_INPUT_FIELDS})
                 if report:
-                    shown.append((record, getattr(outcome, "cam", None)))
+                    shown.append((record, picture_cam(outcome) if outcome.ok else None))
                 counts[outcome.status.value] = counts.get(outcome.status.value, 0) + 1
                 if show:
                     bar.update(1)

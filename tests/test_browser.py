@@ -124,8 +124,8 @@ def test_not_recognised_upload_headlines_not_recognised(browser, page_url, tmp_p
 
 def test_a_frame_read_as_tiles_opens_on_its_tiles(browser, page_url, data, tmp_path):
     """A 5 MP camera frame of 36 fields: the page shows the one answer (the API's), and opens
-    its picture on the tiles, each outlined in its answer's colour; the segmentation is one
-    click away."""
+    its picture on the tiles, each outlined in its answer's colour; the segmentation and
+    where the model looked are one click away."""
     from selenium.webdriver.common.by import By
 
     fields = [cv2.imread(str(p)) for p in sorted((data / "Original" / "Pro").glob("*.jpg"))[:36]]
@@ -146,6 +146,12 @@ def test_a_frame_read_as_tiles_opens_on_its_tiles(browser, page_url, data, tmp_p
     browser.find_element(By.CSS_SELECTOR, "[data-testid=segmentation-toggle]").click()
     assert overlay.get_attribute("alt") == "segmentation overlay"
     assert toggle.is_displayed()
+    # where the model looked: the CAMs of the tiles that gave the answer, over the whole frame
+    browser.find_element(By.CSS_SELECTOR, "[data-testid=cam-toggle]").click()
+    assert overlay.get_attribute("alt") == "class activation map"
+    assert overlay.get_attribute("naturalWidth") == "1024"
+    caption = overlay.find_element(By.XPATH, "following-sibling::figcaption")
+    assert "in the tiles that gave this answer" in caption.text
 
 
 def test_another_site_in_the_browser_cannot_use_the_server(browser, page_url, tmp_path):

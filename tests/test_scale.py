@@ -72,6 +72,28 @@ def test_a_5mp_frame_is_never_answered_at_the_wrong_scale(clf: Classifier, field
     assert q.status is Status.OUT_OF_DISTRIBUTION and q.reason is Reason.MAGNIFICATION
 
 
+def test_where_the_model_looked_in_a_frame_is_the_tiles_that_gave_its_answer(clf, data):
+    """The frame's CAM (serve's cam_png, the case report's thumbnails): hot inside the tiles
+    whose answer is the frame's, cold in every other tile, at the frame's own size. The frame:
+    Benign fields above, Pro blasts below."""
+    from edge_infer.image.tile_map import frame_cam
+
+    benign = [cv2.imread(str(f)) for f in sorted((data / "Original" / "Benign").glob("*.jpg"))]
+    pro = [cv2.imread(str(f)) for f in sorted((data / "Original" / "Pro").glob("*.jpg"))]
+    both = mosaic(benign[:18] + pro[:18], 6)
+    wide = cv2.resize(both[: 6 * 224 * 3 // 4], (2592, 1944), interpolation=cv2.INTER_AREA)
+    p = clf.predict(wide, name="frame")
+    assert p.tiles and all(t.cam is not None for _, t in p.tiles)
+    heat = frame_cam(p.tiles, p.raw_label, (486, 648), (1944, 2592))
+    assert heat.shape == (486, 648) and heat.max() == pytest.approx(1.0)
+    gave = np.zeros(heat.shape, bool)
+    for (x, y, w, h), t in p.tiles:
+        if t.raw_label == p.raw_label and t.reason is not Reason.NO_CELL:
+            gave[y // 4 : (y + h) // 4, x // 4 : (x + w) // 4] = True
+    assert gave.any() and heat[~gave].max() < 1e-6  # cold where no tile gave the answer
+    assert heat[gave].mean() > 0.05
+
+
 @pytest.mark.parametrize("folder", ["ALL-IDB2_103px/blast", "Zheng2018_CellaVisionBlog/lymphocyte"])
 def test_another_labs_single_cell_crops_are_refused_for_magnification(clf, folder) -> None:
     path = OTHER_LABS / folder

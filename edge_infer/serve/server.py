@@ -42,7 +42,7 @@ from ..classifier import Classifier
 from ..errors import ImageError
 from ..image.decode import load_image, saved_size
 from ..image.segment import cam_overlay, explain_overlay
-from ..image.tile_map import tiles_overlay
+from ..image.tile_map import frame_cam, tiles_overlay
 from ..io.writers import printable
 from ..result import ERROR, HEADLINE, LABEL, STATUS, Failure, Status, vocabulary
 from .http import BadRequest, extract_upload, host_of, is_loopback
@@ -360,8 +360,11 @@ class Handler(BaseHTTPRequestHandler):
                 record["overlay_png"] = png_data_url(
                     explain_overlay(bgr, self.classifier.meta.preprocess)
                 )
-            if want_cam and pred.cam is not None:  # a model exported with its CAM
-                record["cam_png"] = png_data_url(cam_overlay(bgr, pred.cam))
+            cam = pred.cam
+            if want_cam and pred.tiles:  # where the tiles that gave the answer looked
+                cam = frame_cam(pred.tiles, pred.raw_label, bgr.shape[:2], saved_size(bgr))
+            if want_cam and cam is not None:  # a model exported with its CAM
+                record["cam_png"] = png_data_url(cam_overlay(bgr, cam))
             if want_overlay and pred.tiles:  # read as tiles: each tile in its answer's colour
                 meta = self.classifier.meta
                 record["tiles_png"] = png_data_url(

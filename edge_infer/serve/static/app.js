@@ -64,7 +64,8 @@ function render(card, file, rec) {
   const views = [{ src: rec.overlay_png, alt: "segmentation overlay", caption: SEGMENTATION,
                    button: "Show the segmentation", testid: "segmentation-toggle" }];
   if (rec.cam_png) {  // a model exported with its class activation map
-    views.push({ src: rec.cam_png, alt: "class activation map", caption: CAM,
+    const caption = rec.tiles ? CAM + ", in the tiles that gave this answer" : CAM;
+    views.push({ src: rec.cam_png, alt: "class activation map", caption,
                  button: "Show where the model looked", testid: "cam-toggle" });
   }
   if (rec.tiles_png) {
