@@ -47,6 +47,11 @@ def augment(x: tf.Tensor, seed: tf.Tensor, color_jitter: bool = True) -> tf.Tens
     return x
 
 
+def seeded_rng(seed: np.ndarray) -> np.random.Generator:
+    """The NumPy generator of one image's acquisition, from its tf.data seed pair."""
+    return np.random.default_rng([int(v) & 0x7FFFFFFF for v in np.ravel(seed)])
+
+
 def acquired_prepared(
     img: np.ndarray,
     seed: np.ndarray,
@@ -55,8 +60,7 @@ def acquired_prepared(
     ranges: Ranges = RANGES,
 ) -> np.ndarray:
     """A random acquisition of a decoded image (seeded), then edge_infer's preprocessing."""
-    rng = np.random.default_rng([int(v) & 0x7FFFFFFF for v in np.ravel(seed)])
-    return prepare(random_acquisition(img, rng, ranges, p=p), spec)
+    return prepare(random_acquisition(img, seeded_rng(seed), ranges, p=p), spec)
 
 
 def paired_prepared(
@@ -69,7 +73,7 @@ def paired_prepared(
     """Two views of one decoded image for the consistency loss (train.consistency), stacked:
     a clean one (only turned and flipped: no photometric change, no magnification) and a
     random acquisition, both through edge_infer's preprocessing."""
-    rng = np.random.default_rng([int(v) & 0x7FFFFFFF for v in np.ravel(seed)])
+    rng = seeded_rng(seed)
     clean = prepare(random_acquisition(img, rng, ranges, p=0.0), spec)
     return np.stack([clean, prepare(random_acquisition(img, rng, ranges, p=p), spec)])
 
