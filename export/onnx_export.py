@@ -87,13 +87,16 @@ def class_thresholds(metrics: dict, uncertain_below: float | None = None) -> flo
 
 def build_export_model(run: Path, uncertain_below: float | None = None) -> tuple[keras.Model, dict]:
     """The trained model with calibrated probabilities, the feature guard's score and, from
-    train.graph_guards, the image guard, the stained-cell check and the decision: every
+    train.graph_guards, the image guard, the stained-cell check (at the saturation bound of
+    RUN/cell_check.json when train.cell_check_sweep chose one) and the decision: every
     output of GRAPH_OUTPUTS, in that order, then the class activation map (CAM). Needs the
     run's guards (python -m train.guard)."""
+    from train.cell_check_sweep import read_cell_check, with_cell_check
     from train.graph_guards import GuardHead
     from train.guard import GUARDS_FILE
 
     metrics = json.loads((run / "metrics.json").read_text())
+    metrics = with_cell_check(metrics, read_cell_check(run))  # train.cell_check_sweep's bound
     model = keras.models.load_model(run / "model.keras", compile=False)
     spec = PreprocessSpec.from_json(metrics["preprocess"])
     temperature = float(metrics["calibration"]["temperature"])

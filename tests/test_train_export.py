@@ -293,6 +293,44 @@ def test_a_class_threshold_is_applied_by_the_graph(tiny_run, data, tmp_path):
     assert compared >= 5
 
 
+def test_the_cell_checks_bound_chosen_on_validation_goes_into_the_graph_and_the_spec(
+    tiny_run, tiny_onnx, data, tmp_path
+):
+    """`train.cell_check_sweep` on a real (tiny) export writes RUN/cell_check.json with a
+    bound from its candidates; exported again, the graph's stained-cell share is computed at
+    that bound (pale violet pixels count at 30, not at 50) and the metadata's spec says it."""
+    import shutil
+
+    from export.onnx_export import build_export_model, metadata_for
+    from train.cell_check_sweep import CANDIDATES
+    from train.cell_check_sweep import main as sweep
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    report = sweep(["--model", str(tiny_onnx), "--run", str(run), "--data", str(data),
+                    "--limit", "12"])  # fmt: skip
+    assert report["cell_sat_min"] in CANDIDATES and report["chosen_on"] == "val"
+    assert set(report["sets"]) >= {"clean", "lamp x1.25", "cells masked out"}
+    assert (run / "reports" / "cell_check_sweep.json").exists()
+    (run / "cell_check.json").write_text(json.dumps({"cell_sat_min": 30, "chosen_on": "val"}))
+    model, metrics = build_export_model(run)
+    assert metrics["preprocess"]["cell_sat_min"] == 30
+    guards = json.loads((run / "guards.json").read_text())
+    meta = metadata_for(metrics, "t", 0.9, guards, [])
+    assert meta.preprocess.cell_sat_min == 30
+    # a pale violet field: RGB (200, 170, 230) has HSV saturation 255 * 60 / 230 = 66.5 ...
+    # and (220, 200, 240) 42.5: a stained cell at 30, none at 50
+    spec = PreprocessSpec.from_json(metrics["preprocess"])
+    x = np.zeros((2, spec.input_size, spec.input_size, 3), np.float32)
+    x[0] = np.array([200, 170, 230]) / 255.0
+    x[1] = np.array([220, 200, 240]) / 255.0
+    cells = np.asarray(model.predict(x, verbose=0)[4]).reshape(-1)
+    assert cells[0] > 0.9 and cells[1] > 0.9
+    default, _ = build_export_model(tiny_run)
+    cells = np.asarray(default.predict(x, verbose=0)[4]).reshape(-1)
+    assert cells[0] > 0.9 and cells[1] < 0.01
+
+
 def test_the_metadata_names_no_folder_of_the_build_machine() -> None:
     from export.onnx_export import PROJECT_ROOT, portable_command
 
