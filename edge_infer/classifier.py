@@ -55,6 +55,26 @@ class Refused:
 Input = np.ndarray | Refused | scale.Tiles
 
 
+def decide_as_graph(
+    meta: ModelMetadata,
+    probabilities: Sequence[float],
+    cell_fraction: float,
+    image_score: float,
+    image_stats: Sequence[float],
+    ood_score: float,
+) -> tuple[int, Status, Reason | None]:
+    """The graph's decision (`result.decide` with the metadata's thresholds) for outputs the
+    graph did not decide itself: the TTA path's averaged probabilities, or train's sweeps."""
+    guards = meta.guards
+    return decide(
+        [float(p) for p in probabilities],
+        [meta.uncertain_threshold(c) for c in meta.class_names],
+        no_cell=cell_fraction < meta.preprocess.min_cell_fraction,
+        image_ood=guards.image_out_of_range(image_score, image_stats),
+        feature_ood=guards.feature_threshold is not None and ood_score > guards.feature_threshold,
+    )
+
+
 def _source_name(image: Image, index: int) -> str:
     if isinstance(image, (str, Path)):
         return str(image)
@@ -239,15 +259,13 @@ class Classifier(Batching):
         meta = self.meta
         results = []
         for i in range(n):
-            k, status, reason = decide(
-                [float(p) for p in probs[i]],
-                [meta.uncertain_threshold(c) for c in meta.class_names],
-                no_cell=float(out[CELL_FRACTION][i]) < meta.preprocess.min_cell_fraction,
-                image_ood=meta.guards.image_out_of_range(
-                    float(out[IMAGE_SCORE][i]), out[IMAGE_STATS][i]
-                ),
-                feature_ood=meta.guards.feature_threshold is not None
-                and float(ood[i]) > meta.guards.feature_threshold,
+            k, status, reason = decide_as_graph(
+                meta,
+                probs[i],
+                float(out[CELL_FRACTION][i]),
+                float(out[IMAGE_SCORE][i]),
+                out[IMAGE_STATS][i],
+                float(ood[i]),
             )
             results.append(
                 self._prediction(names[i], probs[i], k, status, reason, float(ood[i]), out, i)
